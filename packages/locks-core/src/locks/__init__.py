@@ -1,0 +1,114 @@
+"""locks: named locks for Django, one API over PostgreSQL, MySQL/MariaDB, database rows,
+Redis, Memcached, Django caches and OS files.
+
+```python
+import locks
+
+with locks.lock("invoices:close-month", timeout=30):
+    ...
+```
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from locks.aio import AsyncLock
+from locks.backends.base import BaseLockBackend
+from locks.config import DEFAULT_ALIAS, connect, get_backend, lock_backends
+from locks.exceptions import BackendUnavailable, LockError, LockLost, LockNotHeld, LockTimeout, NotSupported
+from locks.handle import Lock
+from locks.model_locks import lock_model
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_ALIAS",
+    "AsyncLock",
+    "BackendUnavailable",
+    "BaseLockBackend",
+    "Lock",
+    "LockError",
+    "LockLost",
+    "LockNotHeld",
+    "LockTimeout",
+    "NotSupported",
+    "alock",
+    "connect",
+    "get_backend",
+    "lock",
+    "lock_backends",
+    "lock_model",
+]
+
+
+def lock(
+    name: str | int | Callable[..., Any] | None = None,
+    *,
+    using: str | None = None,
+    backend: BaseLockBackend | None = None,
+    timeout: float | timedelta | None = None,
+    on_busy: str = "raise",
+    ttl: float | timedelta | None = None,
+    auto_renew: bool = False,
+    on_lost: Callable[[Lock], Any] | None = None,
+    shared: bool = False,
+) -> Lock:
+    """A named lock: a context manager, a decorator, or a ``threading.Lock``-style object.
+
+    Args:
+        name: the lock's name. As a decorator it may be a format template over the decorated
+            function's arguments (``"sync-user-{user_id}"``) or a callable of them; omitted, it is
+            the function's ``module.qualname``.
+        using: the ``LOCKS`` alias (default ``"default"``).
+        backend: a backend object instead of an alias (from :func:`locks.connect`).
+        timeout: ``None`` waits forever, ``0`` tries once, otherwise seconds (float or timedelta).
+        on_busy: what ``with`` and a decorated call do when the timeout runs out: ``"raise"``
+            :class:`LockTimeout`, or ``"skip"`` (the handle is falsy; the function returns None).
+        ttl: lease length in seconds, for backends whose locks expire (``ttl`` capability).
+        auto_renew: renew the lease in the background until released.
+        on_lost: called with the handle, from the keeper thread, if the lock is lost while held.
+        shared: a shared (read) lock (``shared`` capability).
+
+    Raises:
+        TypeError, ValueError: bad arguments, before any server is touched.
+    """
+    return Lock(
+        name,
+        using=using,
+        backend=backend,
+        timeout=timeout,
+        on_busy=on_busy,
+        ttl=ttl,
+        auto_renew=auto_renew,
+        on_lost=on_lost,
+        shared=shared,
+    )
+
+
+def alock(
+    name: str | int | Callable[..., Any] | None = None,
+    *,
+    using: str | None = None,
+    backend: BaseLockBackend | None = None,
+    timeout: float | timedelta | None = None,
+    on_busy: str = "raise",
+    ttl: float | timedelta | None = None,
+    auto_renew: bool = False,
+    on_lost: Callable[[Lock], Any] | None = None,
+    shared: bool = False,
+) -> AsyncLock:
+    """The asyncio twin of :func:`lock`: ``async with locks.alock("x"):`` never blocks the loop."""
+    return AsyncLock(
+        name,
+        using=using,
+        backend=backend,
+        timeout=timeout,
+        on_busy=on_busy,
+        ttl=ttl,
+        auto_renew=auto_renew,
+        on_lost=on_lost,
+        shared=shared,
+    )

@@ -1,0 +1,43 @@
+"""Backends: the server work behind every lock. See :class:`BaseLockBackend`."""
+
+from locks.backends.base import (
+    ASYNC_NATIVE,
+    CAPABILITIES,
+    FENCING,
+    FORCE_RELEASE,
+    LISTING,
+    NOTIFY,
+    SESSION_BOUND,
+    SHARED,
+    TTL,
+    WATCHDOG,
+    BaseLockBackend,
+    Hold,
+    HolderInfo,
+    LockRequest,
+    Owner,
+)
+from locks.backends.spec import (
+    BackendSpec,
+    BenchSubject,
+)
+
+__all__ = [
+    "ASYNC_NATIVE",
+    "CAPABILITIES",
+    "FENCING",
+    "FORCE_RELEASE",
+    "LISTING",
+    "NOTIFY",
+    "SESSION_BOUND",
+    "SHARED",
+    "TTL",
+    "WATCHDOG",
+    "BackendSpec",
+    "BaseLockBackend",
+    "BenchSubject",
+    "Hold",
+    "HolderInfo",
+    "LockRequest",
+    "Owner",
+]

@@ -1,0 +1,406 @@
+"""The base class every backend subclasses, in the manner of Django's ``BaseCache``.
+
+A backend does only the server work, through a handful of primitives:
+
+* :meth:`BaseLockBackend.try_acquire`: one attempt that never waits (required);
+* :meth:`BaseLockBackend.acquire`: wait up to a timeout; the default polls ``try_acquire`` with
+  backoff and jitter, sleeping in :meth:`BaseLockBackend.wait_for_release`, which backends with a
+  release notification override; backends that can wait on the server override ``acquire`` itself;
+* :meth:`BaseLockBackend.release` (required), :meth:`extend` and :meth:`check` (leases, watchdog);
+* :meth:`is_locked`, :meth:`holders`, :meth:`force_release` (listing and administration).
+
+Everything shared lives in ``locks`` once: option validation, name → key mapping (the backend
+declares its :class:`~locks.keys.KeySpec`), reentrancy counting (the registry below), auto-renew
+and the watchdog (:mod:`locks.keeper`), async wrapping, signals and logging (:mod:`locks.events`).
+
+A backend declares what it can do in :attr:`BaseLockBackend.capabilities`; asking for anything
+else raises :class:`~locks.exceptions.NotSupported`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import socket
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import parse_qsl, urlsplit
+
+from locks.backends.spec import BackendSpec, BenchSubject
+from locks.exceptions import NotSupported
+from locks.keys import TEXT, Key, KeySpec, LockName, make_key, validate_name
+
+if TYPE_CHECKING:
+    from locks.aio import AsyncLock
+    from locks.handle import Lock
+
+#: Leases that expire unless renewed: ``ttl``, ``extend()``, ``auto_renew``.
+TTL = "ttl"
+#: Shared (read) locks: ``shared=True``.
+SHARED = "shared"
+#: Fencing tokens: ``lock.token`` grows with every acquisition of a name.
+FENCING = "fencing"
+#: ``backend.holders()`` and ``locks list``.
+LISTING = "listing"
+#: ``backend.force_release(name)`` and ``locks release`` on a lock a live holder has.
+FORCE_RELEASE = "force_release"
+#: Released by the server at once when the holder's process or connection dies.
+SESSION_BOUND = "session_bound"
+#: A blocked waiter is woken by the release instead of polling.
+NOTIFY = "notify"
+#: ``check()`` can tell that a held lock was lost (the keeper's watchdog uses it).
+WATCHDOG = "watchdog"
+#: The async API runs on the event loop without threads.
+ASYNC_NATIVE = "async_native"
+
+CAPABILITIES: dict[str, str] = {
+    TTL: "leases that expire unless renewed (ttl, extend, auto_renew)",
+    SHARED: "shared (read) locks",
+    FENCING: "fencing tokens that grow with each acquisition",
+    LISTING: "listing held locks",
+    FORCE_RELEASE: "force-releasing a lock that a live holder has",
+    SESSION_BOUND: "released at once when the holder dies",
+    NOTIFY: "waiters woken by the release, no polling",
+    WATCHDOG: "detecting a lost lock while it is held",
+    ASYNC_NATIVE: "asyncio without threads",
+}
+
+_HOST = socket.gethostname()
+_all_backends: weakref.WeakSet[BaseLockBackend] = weakref.WeakSet()
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Who asks for a lock: shown in listings, stored by backends that keep holder details."""
+
+    host: str
+    pid: int
+    thread: str
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    @classmethod
+    def current(cls) -> Owner:
+        task = None
+        try:
+            task = asyncio.current_task()
+        except RuntimeError:
+            pass
+        where = task.get_name() if task is not None else threading.current_thread().name
+        return cls(host=_HOST, pid=os.getpid(), thread=where)
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.pid}:{self.thread}"
+
+
+class LockRequest:
+    """One acquisition that the core asks a backend for (plain slots: it is on the hot path)."""
+
+    __slots__ = ("key", "name", "owner", "shared", "ttl")
+
+    def __init__(self, name: LockName, key: Key, shared: bool, ttl: float | None, owner: Owner) -> None:
+        self.name = name
+        self.key = key
+        self.shared = shared
+        self.ttl = ttl
+        self.owner = owner
+
+    def __repr__(self) -> str:
+        return f"LockRequest({self.name!r}, key={self.key!r}, shared={self.shared}, ttl={self.ttl}, owner={self.owner})"
+
+
+class Hold:
+    """One server-side acquisition: what ``release``/``extend``/``check`` act on.
+
+    ``data`` is the backend's own (a file descriptor, a connection, a random token); ``token`` is
+    the fencing token where the backend has them.
+    """
+
+    __slots__ = ("acquired_at", "data", "request", "token")
+
+    def __init__(self, request: LockRequest, data: Any = None, token: int | None = None) -> None:
+        self.request = request
+        self.data = data
+        self.token = token
+        self.acquired_at = time.monotonic()
+
+    @property
+    def key(self) -> Key:
+        return self.request.key
+
+    @property
+    def name(self) -> LockName:
+        return self.request.name
+
+    def __repr__(self) -> str:
+        return f"Hold({self.request.name!r}, token={self.token})"
+
+
+@dataclass(frozen=True)
+class HolderInfo:
+    """One held lock as ``holders()`` lists it. Unknown fields are ``None``."""
+
+    key: Key
+    name: str | None = None
+    shared: bool = False
+    owner: str | None = None
+    pid: int | None = None
+    host: str | None = None
+    since: float | None = None  # Unix time
+    expires_at: float | None = None  # Unix time, leases only
+    token: int | None = None
+    waiting: int | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _default_executor() -> ThreadPoolExecutor:
+    # Waiting for a lock ties up a thread: the loop's default pool (cpu + 4 threads) would run dry.
+    return ThreadPoolExecutor(max_workers=64, thread_name_prefix="locks-async")
+
+
+class BaseLockBackend:
+    """Base class of lock backends.
+
+    Subclasses set :attr:`capabilities`, :attr:`key_spec` and :attr:`url_schemes`, and implement
+    at least :meth:`try_acquire` and :meth:`release`. One instance serves every thread of a
+    process: primitives must be thread-safe, and two holds must never share a server session.
+
+    Args:
+        alias: the name of this backend in ``LOCKS`` (for logging and signals).
+        location: the ``LOCATION`` setting (a URL, a directory...), meaning is the backend's.
+        options: the ``OPTIONS`` setting. ``KEY_PREFIX`` (any backend) namespaces every key.
+    """
+
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+    key_spec: ClassVar[KeySpec] = TEXT
+    url_schemes: ClassVar[tuple[str, ...]] = ()
+    #: Default lease length for backends with ``ttl``, when a lock gives none.
+    default_ttl: ClassVar[float | None] = None
+    #: How often the keeper checks a held lock when ``watchdog`` is on (seconds).
+    watchdog_interval: ClassVar[float] = 2.0
+    #: Polling bounds of the default :meth:`acquire` (seconds).
+    poll_min: ClassVar[float] = 0.001
+    poll_max: ClassVar[float] = 0.05
+
+    _executor: ClassVar[ThreadPoolExecutor | None] = None
+    _executor_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(
+        self, alias: str = "default", location: str | None = None, options: Mapping[str, Any] | None = None
+    ) -> None:
+        self.alias = alias
+        self.location = location
+        self._settings = dict(options or {})
+        opts = dict(self._settings)
+        prefix = opts.pop("KEY_PREFIX", "")
+        if not isinstance(prefix, str):
+            raise TypeError("OPTIONS['KEY_PREFIX'] must be a str")
+        self.key_prefix = prefix
+        self.watchdog = bool(opts.pop("WATCHDOG", False))
+        self.options = opts
+        # Reentrancy registry: (key, context) → entry; see locks.handle.
+        self._entries: dict[tuple[Key, object], Any] = {}
+        self._entries_lock = threading.Lock()
+        _all_backends.add(self)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} alias={self.alias!r} location={self.location!r}>"
+
+    # -- construction from a URL -----------------------------------------------------------
+    @classmethod
+    def from_url(cls, url: str, alias: str = "default", **options: Any) -> BaseLockBackend:
+        """Build a backend from a URL; query parameters become ``OPTIONS`` (strings)."""
+        query = dict(parse_qsl(urlsplit(url).query))
+        return cls(alias=alias, location=url, options={**query, **options})
+
+    def spec(self) -> BackendSpec:
+        """A picklable recipe that builds an equivalent backend (in another process, say)."""
+        cls = type(self)
+        return BackendSpec(f"{cls.__module__}.{cls.__qualname__}", self.location, dict(self._settings))
+
+    def bench_peers(self) -> list[BenchSubject]:
+        """Other libraries' locks on the same server, measured beside this backend by
+        ``locks bench --peers``. Only peers whose package is importable are returned."""
+        return []
+
+    # -- capabilities and keys --------------------------------------------------------------
+    def supports(self, capability: str) -> bool:
+        return capability in self.capabilities
+
+    def require(self, capability: str, name: LockName | None = None) -> None:
+        """Raise :class:`NotSupported` unless the backend declares ``capability``."""
+        if capability not in self.capabilities:
+            what = CAPABILITIES.get(capability, capability)
+            raise NotSupported(f"{type(self).__name__} does not support {capability} ({what})", name)
+
+    def validate_name(self, name: object) -> LockName:
+        return validate_name(name, self.key_spec)
+
+    def make_key(self, name: LockName) -> Key:
+        """The server key of a validated name. Override to add a namespace (keep it stable)."""
+        return make_key(name, self.key_spec, self.key_prefix)
+
+    # -- the primitives ---------------------------------------------------------------------
+    def try_acquire(self, request: LockRequest) -> Hold | None:
+        """One attempt: a :class:`Hold` when acquired, ``None`` when busy. Never waits."""
+        raise NotImplementedError
+
+    def acquire(self, request: LockRequest, timeout: float | None) -> Hold | None:
+        """Wait up to ``timeout`` seconds (``None``: forever) for the lock.
+
+        The default polls :meth:`try_acquire` with exponential backoff and jitter between
+        :attr:`poll_min` and :attr:`poll_max`, sleeping in :meth:`wait_for_release`.
+        """
+        started = time.monotonic()
+        deadline = None if timeout is None else started + timeout
+        delay = self.poll_min
+        while True:
+            hold = self.try_acquire(request)
+            if hold is not None:
+                return hold
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                return None
+            pause = delay * random.uniform(0.5, 1.0)  # jitter: waiters do not retry in step
+            if deadline is not None:
+                pause = min(pause, deadline - now)
+            self.wait_for_release(request, pause)
+            delay = self.next_poll_delay(delay, now - started)
+
+    def next_poll_delay(self, delay: float, waited: float) -> float:
+        """The pause before the next attempt of the default :meth:`acquire`, given the last one
+        and how long the caller has waited: doubling up to :attr:`poll_max`. Override for
+        another backoff (say, a cap that grows with the wait)."""
+        return min(delay * 2, self.poll_max)
+
+    def wait_for_release(self, request: LockRequest, timeout: float) -> None:
+        """Sleep until the lock may be free, at most ``timeout`` seconds. Backends with a
+        release notification return as soon as it comes; spurious returns are harmless."""
+        time.sleep(timeout)
+
+    def release(self, hold: Hold) -> None:
+        """Release a hold. Raise :class:`~locks.exceptions.LockLost` when it was no longer held."""
+        raise NotImplementedError
+
+    def extend(self, hold: Hold, ttl: float) -> None:
+        """Set the lease of a held lock to ``ttl`` seconds from now (``ttl`` capability)."""
+        self.require(TTL, hold.name)
+
+    def check(self, hold: Hold) -> bool:
+        """Whether the hold is still held (``watchdog`` capability). Must not block for long."""
+        return True
+
+    def is_locked(self, key: Key) -> bool:
+        """Whether anyone holds the lock (a snapshot: it may change at once)."""
+        raise NotImplementedError
+
+    def holders(self, prefix: str | None = None) -> list[HolderInfo]:
+        """The held locks, those whose name starts with ``prefix`` when given (``listing``)."""
+        self.require(LISTING)
+        return []
+
+    def force_release(self, name: LockName) -> int:
+        """Release a lock whoever holds it; the number of holds broken (``force_release``)."""
+        self.require(FORCE_RELEASE, name)
+        return 0
+
+    def close(self) -> None:
+        """Close connections the backend owns that no hold uses. Holds stay valid."""
+
+    # -- async twins: thread-backed by default, overridden by native async backends ---------
+    @classmethod
+    def executor(cls) -> ThreadPoolExecutor:
+        with BaseLockBackend._executor_lock:
+            if BaseLockBackend._executor is None:
+                BaseLockBackend._executor = _default_executor()
+            return BaseLockBackend._executor
+
+    async def _in_thread(self, func: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.executor(), func, *args)
+
+    #: The longest a thread-backed async wait blocks in one go, so a cancelled task frees its
+    #: thread soon after.
+    async_wait_slice: ClassVar[float] = 0.5
+
+    async def aacquire(self, request: LockRequest, timeout: float | None) -> Hold | None:
+        """Async :meth:`acquire`. The default waits in a worker thread (:meth:`acquire_in_thread`),
+        in slices; when the awaiting task is cancelled, a hold that the thread still obtains is
+        released."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            remaining = None if deadline is None else max(0.0, deadline - loop.time())
+            part = self.async_wait_slice if remaining is None else min(remaining, self.async_wait_slice)
+            work = self.executor().submit(self.acquire_in_thread, request, part)
+            try:
+                hold = await asyncio.shield(asyncio.wrap_future(work))
+            except asyncio.CancelledError:
+                # On the executor's own future, not the asyncio one: its callback runs even once
+                # the event loop is closed, so a late hold is never leaked.
+                work.add_done_callback(self._release_orphan)
+                raise
+            if hold is not None:
+                return hold
+            if remaining is not None and remaining <= part:
+                return None
+
+    def acquire_in_thread(self, request: LockRequest, timeout: float) -> Hold | None:
+        """One slice of a thread-backed async wait (``timeout`` 0: a single attempt). Backends
+        whose holds depend on the calling thread override it."""
+        if timeout > 0:
+            return self.acquire(request, timeout)
+        return self.try_acquire(request)
+
+    def _release_orphan(self, future: Any) -> None:
+        # Runs in the worker thread that completed the future (or at once, if it is done).
+        if future.cancelled() or future.exception() is not None or future.result() is None:
+            return
+        self._quiet_release(future.result())
+
+    def _quiet_release(self, hold: Hold) -> None:
+        try:
+            self.release(hold)
+        except Exception:  # noqa: BLE001 - nobody is left to tell
+            pass
+
+    async def arelease(self, hold: Hold) -> None:
+        await self._in_thread(self.release, hold)
+
+    async def aextend(self, hold: Hold, ttl: float) -> None:
+        await self._in_thread(self.extend, hold, ttl)
+
+    async def ais_locked(self, key: Key) -> bool:
+        return await self._in_thread(self.is_locked, key)  # type: ignore[no-any-return]
+
+    # -- the public entry point for backends built by hand ----------------------------------
+    def lock(self, name: Any = None, **options: Any) -> Lock:
+        """A lock handle on this backend: the same as :func:`locks.lock` with ``using``."""
+        from locks.handle import Lock
+
+        return Lock(name, backend=self, **options)
+
+    def alock(self, name: Any = None, **options: Any) -> AsyncLock:
+        """An asyncio lock handle on this backend: the same as :func:`locks.alock`."""
+        from locks.aio import AsyncLock
+
+        return AsyncLock(name, backend=self, **options)
+
+    # -- fork safety ------------------------------------------------------------------------
+    def _after_fork(self) -> None:
+        # A forked child holds none of its parent's locks through this object.
+        self._entries = {}
+        self._entries_lock = threading.Lock()
+
+
+def _forget_holds_after_fork() -> None:
+    for backend in list(_all_backends):
+        backend._after_fork()
+
+
+os.register_at_fork(after_in_child=_forget_holds_after_fork)

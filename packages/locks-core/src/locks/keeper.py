@@ -1,0 +1,115 @@
+"""The keeper: one background thread per process that renews leases (``auto_renew``) and checks
+held locks (the watchdog), for every lock at once.
+
+A lock it can no longer keep is marked lost: ``on_lost(lock)`` callbacks run in this thread, the
+``lock_lost`` signal is sent, and the holder's ``release()`` raises ``LockLost``. Nothing is
+raised into the holder's thread and no signal is sent to the process.
+
+Release first *unwatches* a hold, waiting for a renewal in flight to finish, so a renewal can never
+run after release returns (and never re-takes a lock released or lost meanwhile).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import os
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from locks import events
+from locks.exceptions import LockLost
+
+if TYPE_CHECKING:
+    from locks.handle import Entry
+
+logger = logging.getLogger("locks.keeper")
+
+#: A lease is renewed when this fraction of its ttl has passed.
+RENEW_FRACTION = 1 / 3
+
+
+class Keeper:
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._heap: list[tuple[float, int, Entry]] = []
+        self._seq = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, entry: Entry) -> None:
+        """Start renewing and/or checking ``entry`` (it says which, and how often)."""
+        with self._cond:
+            heapq.heappush(self._heap, (time.monotonic() + entry.keep_every, next(self._seq), entry))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="locks-keeper", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    @staticmethod
+    def unwatch(entry: Entry) -> None:
+        """Stop keeping ``entry``; returns once no renewal of it is running."""
+        with entry.guard:
+            entry.stopped = True
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._heap:
+                    self._cond.wait()
+                due, _, entry = self._heap[0]
+                delay = due - time.monotonic()
+                if delay > 0:
+                    self._cond.wait(delay)
+                    continue
+                heapq.heappop(self._heap)
+            if entry.stopped:
+                continue
+            again = self._service(entry)
+            if again is not None:
+                with self._cond:
+                    heapq.heappush(self._heap, (time.monotonic() + again, next(self._seq), entry))
+
+    def _service(self, entry: Entry) -> float | None:
+        """Renew or check one hold; the delay until the next visit, or None to drop it."""
+        reason = None
+        with entry.guard:
+            if entry.stopped or entry.lost:
+                return None
+            backend, hold = entry.backend, entry.hold
+            try:
+                if entry.renew_ttl is not None:
+                    backend.extend(hold, entry.renew_ttl)
+                    entry.lease_until = time.monotonic() + entry.renew_ttl
+                elif not backend.check(hold):
+                    raise LockLost("the server no longer has the lock", hold.name)
+            except LockLost as exc:
+                reason = str(exc) or "lost"
+            except Exception as exc:  # noqa: BLE001 - a transient failure is retried while the lease lasts
+                left = entry.lease_until - time.monotonic()
+                if entry.renew_ttl is not None and left > 0.2:
+                    logger.warning("renewing %r failed (%s); retrying", hold.name, exc)
+                    return min(max(left / 4, 0.05), entry.keep_every)
+                reason = f"{type(exc).__name__}: {exc}"
+            if reason is None:
+                return entry.keep_every
+            entry.lost = True
+            entry.lost_reason = reason
+            handles = list(entry.handles)
+        events.lost(backend, hold.name, time.monotonic() - hold.acquired_at, reason)
+        for handle in handles:
+            handle._notify_lost()
+        return None
+
+
+keeper = Keeper()
+
+
+def _reset_after_fork() -> None:
+    # The child has no keeper thread, and none of the parent's holds are the child's to keep.
+    global keeper
+    keeper = Keeper()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
