@@ -1,0 +1,90 @@
+"""The contract every ``locks`` backend keeps, as an abstract pytest suite.
+
+A backend's tests subclass :class:`ContractTests` (or single mixins) and provide the
+``backend_spec`` fixture (and, ideally, ``unreachable_backend_spec``)::
+
+    from locks_contract import BackendSpec, ContractTests
+
+    class TestMyBackend(ContractTests):
+        @pytest.fixture
+        def backend_spec(self):
+            return BackendSpec("mypkg.MyLockBackend", location="myserver://127.0.0.1")
+
+Capabilities the backend declares decide which cases apply; a case needing a missing one is
+skipped with the capability as the reason, and ``test_capability_*`` checks that asking for it
+raises ``NotSupported``. See the "contract suite" page of the documentation.
+"""
+
+from locks.backends.spec import BackendSpec
+from locks_contract.base import ContractBase, requires
+from locks_contract.history import Interval, assert_exclusive, overlaps
+from locks_contract.plugin import server_unreachable, servers_required
+from locks_contract.suite.aio import AbstractAsyncTests
+from locks_contract.suite.basic import AbstractArgumentTests, AbstractBasicTests, AbstractCapabilityTests
+from locks_contract.suite.concurrency import (
+    AbstractCrashTests,
+    AbstractExclusionTests,
+    AbstractReentrancyTests,
+    AbstractTimeoutTests,
+)
+from locks_contract.suite.environment import AbstractDjangoConnectionTests, AbstractUnavailableTests
+from locks_contract.suite.leases import (
+    AbstractFencingTests,
+    AbstractForceReleaseTests,
+    AbstractLeaseTests,
+    AbstractListingTests,
+    AbstractSharedTests,
+)
+from locks_contract.suite.names import AbstractNameTests
+
+
+class ContractTests(
+    AbstractBasicTests,
+    AbstractArgumentTests,
+    AbstractCapabilityTests,
+    AbstractTimeoutTests,
+    AbstractExclusionTests,
+    AbstractReentrancyTests,
+    AbstractCrashTests,
+    AbstractLeaseTests,
+    AbstractFencingTests,
+    AbstractSharedTests,
+    AbstractListingTests,
+    AbstractForceReleaseTests,
+    AbstractNameTests,
+    AbstractAsyncTests,
+    AbstractUnavailableTests,
+):
+    """The whole contract. Subclass it as ``Test<Backend>Contract`` and provide ``backend_spec``.
+
+    Backends that lock through a Django database add :class:`AbstractDjangoConnectionTests`
+    and provide ``django_database_alias``."""
+
+
+__all__ = [
+    "AbstractArgumentTests",
+    "AbstractAsyncTests",
+    "AbstractBasicTests",
+    "AbstractCapabilityTests",
+    "AbstractCrashTests",
+    "AbstractDjangoConnectionTests",
+    "AbstractExclusionTests",
+    "AbstractFencingTests",
+    "AbstractForceReleaseTests",
+    "AbstractLeaseTests",
+    "AbstractListingTests",
+    "AbstractNameTests",
+    "AbstractReentrancyTests",
+    "AbstractSharedTests",
+    "AbstractTimeoutTests",
+    "AbstractUnavailableTests",
+    "BackendSpec",
+    "ContractBase",
+    "ContractTests",
+    "Interval",
+    "assert_exclusive",
+    "overlaps",
+    "requires",
+    "server_unreachable",
+    "servers_required",
+]

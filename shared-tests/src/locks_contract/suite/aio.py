@@ -1,0 +1,99 @@
+"""The asyncio API: never blocks the loop, per-task ownership, cancellation leaks nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from locks.backends.base import BaseLockBackend
+from locks_contract.base import ContractBase
+from locks_contract.suite.basic import _held_elsewhere
+
+
+class AbstractAsyncTests(ContractBase):
+    def test_async_with_holds_and_releases(
+        self, backend: BaseLockBackend, other_backend: BaseLockBackend, lock_name: str
+    ) -> None:
+        async def main() -> bool:
+            async with backend.alock(lock_name, timeout=5) as held:
+                return bool(held) and _held_elsewhere(other_backend, lock_name)
+
+        assert asyncio.run(main())
+        assert not _held_elsewhere(other_backend, lock_name)
+
+    def test_waiting_does_not_block_the_event_loop(
+        self, backend: BaseLockBackend, other_backend: BaseLockBackend, lock_name: str
+    ) -> None:
+        async def main() -> tuple[bool, int]:
+            ticks = 0
+            stop = asyncio.Event()
+
+            async def ticker() -> None:
+                nonlocal ticks
+                while not stop.is_set():
+                    ticks += 1
+                    await asyncio.sleep(0.01)
+
+            task = asyncio.create_task(ticker())
+            got = await backend.alock(lock_name).acquire(timeout=0.6)
+            stop.set()
+            await task
+            return got, ticks
+
+        with other_backend.lock(lock_name, timeout=5):
+            got, ticks = asyncio.run(main())
+        assert got is False
+        assert ticks >= 20, f"the loop ticked only {ticks} times in 0.6s: something blocked it"
+
+    def test_tasks_exclude_each_other(self, backend: BaseLockBackend, lock_name: str) -> None:
+        async def main() -> int:
+            inside = 0
+            overlaps = 0
+
+            async def worker() -> None:
+                nonlocal inside, overlaps
+                for _ in range(5):
+                    async with backend.alock(lock_name, timeout=30):
+                        inside += 1
+                        overlaps += inside > 1
+                        await asyncio.sleep(0.002)
+                        inside -= 1
+
+            await asyncio.gather(*(worker() for _ in range(4)))
+            return overlaps
+
+        assert asyncio.run(main()) == 0
+
+    def test_cancelled_waiter_leaves_no_lock_behind(
+        self, backend: BaseLockBackend, other_backend: BaseLockBackend, lock_name: str
+    ) -> None:
+        holder = other_backend.lock(lock_name)
+        holder.acquire(timeout=5)
+
+        async def main() -> None:
+            waiter = asyncio.create_task(backend.alock(lock_name).acquire(timeout=30))
+            await asyncio.sleep(0.2)
+            waiter.cancel()
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                pass
+
+        asyncio.run(main())
+        holder.release()
+        # a worker thread that got the lock after the cancellation must have let it go
+        deadline = time.monotonic() + 5
+        while _held_elsewhere(other_backend, lock_name):
+            assert time.monotonic() < deadline, "a cancelled waiter kept the lock"
+            time.sleep(0.05)
+
+    def test_async_decorator_and_skip(
+        self, backend: BaseLockBackend, other_backend: BaseLockBackend, lock_name: str
+    ) -> None:
+        @backend.alock(lock_name, timeout=0, on_busy="skip")
+        async def job() -> str:
+            return "ran"
+
+        with other_backend.lock(lock_name, timeout=5):
+            assert asyncio.run(job()) is None
+        assert asyncio.run(job()) == "ran"

@@ -1,0 +1,229 @@
+"""Mutual exclusion across threads and processes, timeouts, handoff, reentrancy, crashes."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from locks import LockError
+from locks.backends.base import FENCING, SESSION_BOUND, TTL, BaseLockBackend
+from locks.backends.spec import BackendSpec
+from locks_contract import workers
+from locks_contract.base import ContractBase
+from locks_contract.history import Interval, assert_exclusive
+from locks_contract.suite.basic import _held_elsewhere
+
+_spawn = multiprocessing.get_context("spawn")
+
+
+class AbstractExclusionTests(ContractBase):
+    #: Sized to prove the point on 2 cores in a few seconds.
+    processes: int = 4
+    iterations_per_process: int = 25
+    threads: int = 6
+    iterations_per_thread: int = 20
+
+    def test_processes_exclude_each_other_under_load(
+        self, backend_spec: BackendSpec, backend: BaseLockBackend, lock_name: str, tmp_path: Path
+    ) -> None:
+        counter = tmp_path / "counter"
+        counter.write_text("0")
+        start_at = time.time() + 3.0  # after every worker has imported and connected
+        with _spawn.Pool(self.processes) as pool:
+            results = pool.starmap(
+                workers.exclusion_worker,
+                [
+                    (backend_spec, lock_name, str(counter), self.iterations_per_process, f"p{i}", start_at)
+                    for i in range(self.processes)
+                ],
+            )
+        intervals = [Interval(start, end, f"p{i}") for i, result in enumerate(results) for start, end, _ in result]
+        assert len(intervals) == self.processes * self.iterations_per_process
+        assert_exclusive(intervals)
+        assert int(counter.read_text()) == self.processes * self.iterations_per_process, (
+            "lost updates: exclusion failed"
+        )
+        if FENCING in backend.capabilities:
+            ordered = sorted((start, token) for result in results for start, _, token in result)
+            tokens = [token for _, token in ordered if isinstance(token, int)]
+            assert len(tokens) == len(ordered), "every holder must see an int fencing token"
+            assert all(a < b for a, b in zip(tokens, tokens[1:])), "fencing tokens must grow in acquisition order"
+
+    def test_threads_with_their_own_handles_exclude_each_other(
+        self, backend: BaseLockBackend, other_backend: BaseLockBackend, lock_name: str
+    ) -> None:
+        counter = {"value": 0}
+        intervals: list[Interval] = []
+        errors: list[BaseException] = []
+
+        def worker(index: int) -> None:
+            client = backend if index % 2 else other_backend
+            try:
+                for _ in range(self.iterations_per_thread):
+                    with client.lock(lock_name, timeout=30):
+                        start = time.monotonic()
+                        value = counter["value"]
+                        time.sleep(0.0002)
+                        counter["value"] = value + 1
+                        intervals.append(Interval(start, time.monotonic(), f"t{index}"))
+            except BaseException as exc:  # noqa: BLE001
+                errors.append(exc)
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(self.threads)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        assert counter["value"] == self.threads * self.iterations_per_thread
+        assert_exclusive(intervals)
+
+    def test_decorated_function_called_from_many_threads_at_once(
+        self, backend: BaseLockBackend, lock_name: str
+    ) -> None:
+        intervals: list[Interval] = []
+
+        @backend.lock(lock_name, timeout=30)
+        def critical(index: int) -> int:
+            start = time.monotonic()
+            time.sleep(0.001)
+            intervals.append(Interval(start, time.monotonic(), str(index)))
+            return index
+
+        results: list[int] = []
+        threads = [threading.Thread(target=lambda i=i: results.append(critical(i))) for i in range(16)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(results) == list(range(16))
+        assert_exclusive(intervals)
+
+
+class AbstractTimeoutTests(ContractBase):
+    def test_timeout_is_neither_early_nor_much_late(
+        self, backend: BaseLockBackend, other_backend: BaseLockBackend, lock_name: str
+    ) -> None:
+        with other_backend.lock(lock_name, timeout=5):
+            for wait in (0.3, 1.0):
+                started = time.monotonic()
+                assert backend.lock(lock_name).acquire(timeout=wait) is False
+                elapsed = time.monotonic() - started
+                assert elapsed >= wait, f"gave up after {elapsed:.3f}s of a {wait}s timeout"
+                assert elapsed < wait + 1.0, f"gave up after {elapsed:.3f}s of a {wait}s timeout"
+
+    def test_blocked_waiter_gets_the_lock_promptly_after_release(
+        self, backend: BaseLockBackend, other_backend: BaseLockBackend, lock_name: str
+    ) -> None:
+        holder = other_backend.lock(lock_name)
+        holder.acquire(timeout=5)
+        got: list[float] = []
+
+        def waiter() -> None:
+            handle = backend.lock(lock_name)
+            if handle.acquire(timeout=15):
+                got.append(time.monotonic())
+                handle.release()
+
+        thread = threading.Thread(target=waiter)
+        thread.start()
+        time.sleep(0.3)  # the waiter is blocked by now
+        released = time.monotonic()
+        holder.release()
+        thread.join(20)
+        assert got, "the waiter never got the lock"
+        # Generous: a functional bound. Handoff speed is measured by `locks bench`.
+        assert got[0] - released < 1.0
+
+    def test_waiting_with_no_timeout_gets_the_lock_when_freed(
+        self, backend: BaseLockBackend, other_backend: BaseLockBackend, lock_name: str
+    ) -> None:
+        holder = other_backend.lock(lock_name)
+        holder.acquire(timeout=5)
+        done = threading.Event()
+
+        def waiter() -> None:
+            with backend.lock(lock_name, timeout=None):
+                done.set()
+
+        thread = threading.Thread(target=waiter, daemon=True)
+        thread.start()
+        assert not done.wait(0.5)
+        holder.release()
+        assert done.wait(15)
+        thread.join(5)
+
+
+class AbstractReentrancyTests(ContractBase):
+    def test_nested_acquisition_in_one_thread_is_counted(
+        self, backend: BaseLockBackend, other_backend: BaseLockBackend, lock_name: str
+    ) -> None:
+        outer = backend.lock(lock_name, timeout=0)
+        with outer:
+            with backend.lock(lock_name, timeout=0):
+                with outer:
+                    assert _held_elsewhere(other_backend, lock_name)
+                assert _held_elsewhere(other_backend, lock_name)
+            assert outer.owned
+            assert _held_elsewhere(other_backend, lock_name)
+        assert not _held_elsewhere(other_backend, lock_name)
+
+    def test_locked_function_may_call_another_locked_by_the_same_name(
+        self, backend: BaseLockBackend, lock_name: str
+    ) -> None:
+        @backend.lock(lock_name, timeout=0)
+        def inner() -> str:
+            return "inner"
+
+        @backend.lock(lock_name, timeout=0)
+        def outer() -> str:
+            return inner()
+
+        assert outer() == "inner"
+
+    def test_nesting_does_not_cross_threads(self, backend: BaseLockBackend, lock_name: str) -> None:
+        with backend.lock(lock_name, timeout=5):
+            result: list[bool] = []
+            thread = threading.Thread(target=lambda: result.append(backend.lock(lock_name).acquire(timeout=0.2)))
+            thread.start()
+            thread.join()
+            assert result == [False]
+
+    def test_shared_hold_cannot_be_upgraded_in_place(self, backend: BaseLockBackend, lock_name: str) -> None:
+        if "shared" not in backend.capabilities:
+            pytest.skip("backend lacks capability 'shared'")
+        with backend.lock(lock_name, shared=True, timeout=5), pytest.raises(LockError):
+            backend.lock(lock_name, timeout=0).acquire()
+
+
+class AbstractCrashTests(ContractBase):
+    def test_holder_killed_with_sigkill_gives_the_lock_back(
+        self, backend_spec: BackendSpec, backend: BaseLockBackend, lock_name: str
+    ) -> None:
+        lease = TTL in backend.capabilities and SESSION_BOUND not in backend.capabilities
+        ttl = self.lease_ttl * 2 if lease else None
+        ready = _spawn.Event()
+        process = _spawn.Process(
+            target=workers.hold_until_killed, args=(backend_spec, lock_name, ttl, ready), daemon=True
+        )
+        process.start()
+        try:
+            assert ready.wait(60), "the holder process never took the lock"
+            assert _held_elsewhere(backend, lock_name)
+        finally:
+            assert process.pid is not None
+            os.kill(process.pid, signal.SIGKILL)
+            process.join(10)
+        killed = time.monotonic()
+        limit = (ttl + self.recovery_slack) if ttl is not None else 10.0
+        handle = backend.lock(lock_name)
+        assert handle.acquire(timeout=limit), f"the lock did not come back within {limit}s of the holder's death"
+        handle.release()
+        if not lease:
+            assert time.monotonic() - killed < 10.0

@@ -1,0 +1,195 @@
+"""Leases (ttl, extend, auto-renew, lost locks), fencing, shared locks, listing, force release."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from locks import LockLost, LockNotHeld, NotSupported
+from locks.backends.base import FENCING, FORCE_RELEASE, LISTING, SHARED, TTL, WATCHDOG, BaseLockBackend
+from locks.backends.spec import BackendSpec
+from locks_contract.base import ContractBase, requires
+from locks_contract.suite.basic import _held_elsewhere
+
+
+class AbstractLeaseTests(ContractBase):
+    @requires(TTL)
+    def test_lease_expires_and_the_old_holder_learns_it_lost(
+        self, backend: BaseLockBackend, other_backend: BaseLockBackend, lock_name: str
+    ) -> None:
+        old = backend.lock(lock_name, ttl=self.lease_ttl)
+        assert old.acquire(timeout=5)
+        new = other_backend.lock(lock_name, ttl=30)
+        started = time.monotonic()
+        assert new.acquire(timeout=self.lease_ttl + self.recovery_slack)
+        assert time.monotonic() - started >= self.lease_ttl * 0.5
+        with pytest.raises(LockLost):
+            old.release()
+        # the old holder's release did not touch the new holder's lock
+        assert _held_elsewhere(backend, lock_name)
+        new.release()
+
+    @requires(TTL)
+    def test_extend_keeps_the_lock_past_its_first_ttl(
+        self, backend: BaseLockBackend, other_backend: BaseLockBackend, lock_name: str
+    ) -> None:
+        handle = backend.lock(lock_name, ttl=self.lease_ttl)
+        handle.acquire(timeout=5)
+        time.sleep(self.lease_ttl * 0.6)
+        handle.extend(self.lease_ttl * 3)
+        time.sleep(self.lease_ttl * 0.8)
+        assert _held_elsewhere(other_backend, lock_name)
+        handle.release()
+
+    @requires(TTL)
+    def test_extend_of_an_unheld_lock_raises_lock_not_held(self, backend: BaseLockBackend, lock_name: str) -> None:
+        with pytest.raises(LockNotHeld):
+            backend.lock(lock_name, ttl=5).extend()
+
+    @requires(TTL)
+    def test_auto_renew_keeps_the_lock_for_several_ttls(
+        self, backend: BaseLockBackend, other_backend: BaseLockBackend, lock_name: str
+    ) -> None:
+        with backend.lock(lock_name, ttl=self.lease_ttl, auto_renew=True, timeout=5) as held:
+            time.sleep(self.lease_ttl * 2.5)
+            assert _held_elsewhere(other_backend, lock_name)
+            assert not held.lost
+        assert not _held_elsewhere(other_backend, lock_name)
+
+    @requires(TTL)
+    def test_release_stops_renewal_at_once(
+        self, backend: BaseLockBackend, other_backend: BaseLockBackend, lock_name: str
+    ) -> None:
+        with backend.lock(lock_name, ttl=self.lease_ttl, auto_renew=True, timeout=5):
+            pass
+        time.sleep(self.lease_ttl * 0.7)  # a renewer still running would re-take or extend it
+        other = other_backend.lock(lock_name)
+        assert other.acquire(timeout=0)
+        time.sleep(self.lease_ttl * 0.7)
+        other.release()
+
+    @requires(FORCE_RELEASE)
+    def test_lost_lock_calls_on_lost_and_release_raises(
+        self, backend_spec: BackendSpec, other_backend: BaseLockBackend, lock_name: str
+    ) -> None:
+        caps = other_backend.capabilities
+        if TTL not in caps and WATCHDOG not in caps:
+            pytest.skip("backend lacks capability 'ttl' and 'watchdog': nothing watches a held lock")
+        watcher = BackendSpec(
+            backend_spec.backend, backend_spec.location, {**backend_spec.options, "WATCHDOG": True}, backend_spec.setup
+        ).build()
+        watcher.watchdog_interval = 0.2  # type: ignore[misc]
+        lost = threading.Event()
+        options = {"ttl": self.lease_ttl, "auto_renew": True} if TTL in caps else {}
+        handle = watcher.lock(lock_name, on_lost=lambda h: lost.set(), timeout=5, **options)
+        try:
+            handle.acquire()
+            assert other_backend.force_release(lock_name) >= 1
+            assert lost.wait(self.lease_ttl + self.recovery_slack), "on_lost was not called"
+            assert handle.lost
+            with pytest.raises(LockLost):
+                handle.release()
+        finally:
+            watcher.close()
+
+
+class AbstractFencingTests(ContractBase):
+    @requires(FENCING)
+    def test_tokens_strictly_increase_across_clients(
+        self, backend: BaseLockBackend, other_backend: BaseLockBackend, lock_name: str
+    ) -> None:
+        tokens = []
+        for i in range(10):
+            with (backend if i % 2 else other_backend).lock(lock_name, timeout=5) as held:
+                token = held.token
+                assert isinstance(token, int)
+                tokens.append(token)
+        assert all(a < b for a, b in zip(tokens, tokens[1:])), tokens
+
+    @requires(FENCING)
+    def test_token_is_none_when_not_held(self, backend: BaseLockBackend, lock_name: str) -> None:
+        assert backend.lock(lock_name).token is None
+
+
+class AbstractSharedTests(ContractBase):
+    @requires(SHARED)
+    def test_shared_holders_coexist_and_exclude_a_writer(
+        self, backend: BaseLockBackend, other_backend: BaseLockBackend, lock_name: str
+    ) -> None:
+        with backend.lock(lock_name, shared=True, timeout=5):
+            with other_backend.lock(lock_name, shared=True, timeout=0) as second:
+                assert second
+            writer = other_backend.lock(lock_name)
+            assert writer.acquire(timeout=0) is False
+        writer = other_backend.lock(lock_name)
+        assert writer.acquire(timeout=5)
+        assert backend.lock(lock_name, shared=True).acquire(timeout=0) is False
+        writer.release()
+
+    @requires(SHARED)
+    def test_writer_waiting_gets_the_lock_when_readers_leave(
+        self, backend: BaseLockBackend, other_backend: BaseLockBackend, lock_name: str
+    ) -> None:
+        reader = backend.lock(lock_name, shared=True)
+        reader.acquire(timeout=5)
+        got = []
+        thread = threading.Thread(target=lambda: got.append(other_backend.lock(lock_name).acquire(timeout=10)))
+        thread.start()
+        time.sleep(0.3)
+        assert got == []
+        reader.release()
+        thread.join(15)
+        assert got == [True]
+        for entry in list(other_backend._entries.values()):
+            assert entry.count == 1
+
+
+class AbstractListingTests(ContractBase):
+    @requires(LISTING)
+    def test_holders_lists_a_held_lock_and_forgets_it_after_release(
+        self, backend: BaseLockBackend, other_backend: BaseLockBackend, lock_name: str
+    ) -> None:
+        key = backend.make_key(lock_name)
+        with backend.lock(lock_name, timeout=5):
+            listed = [h for h in other_backend.holders() if h.key == key or h.name == lock_name]
+            assert len(listed) == 1, other_backend.holders()
+            assert listed[0].key == key or listed[0].name == lock_name
+        assert not [h for h in other_backend.holders() if h.key == key or h.name == lock_name]
+
+    @requires(LISTING)
+    def test_holders_filters_by_prefix(
+        self, backend: BaseLockBackend, other_backend: BaseLockBackend, lock_name: str
+    ) -> None:
+        with backend.lock(lock_name + "-x", timeout=5), backend.lock("elsewhere-" + lock_name, timeout=5):
+            names = {h.name for h in other_backend.holders(prefix=lock_name)}
+            assert lock_name + "-x" in names
+            assert "elsewhere-" + lock_name not in names
+
+
+class AbstractForceReleaseTests(ContractBase):
+    @requires(FORCE_RELEASE)
+    def test_force_release_frees_the_lock_and_the_holder_learns_it(
+        self, backend: BaseLockBackend, other_backend: BaseLockBackend, lock_name: str
+    ) -> None:
+        handle = backend.lock(lock_name)
+        handle.acquire(timeout=5)
+        assert other_backend.force_release(lock_name) >= 1
+        taker = other_backend.lock(lock_name)
+        assert taker.acquire(timeout=5)
+        with pytest.raises(LockLost):
+            handle.release()
+        assert _held_elsewhere(backend, lock_name)
+        taker.release()
+
+    def test_force_release_of_a_free_lock_breaks_nothing(self, backend: BaseLockBackend, lock_name: str) -> None:
+        if FORCE_RELEASE in backend.capabilities:
+            assert backend.force_release(lock_name) == 0
+        else:
+            # Without the capability a backend may refuse outright, or clean up a free lock.
+            try:
+                assert backend.force_release(lock_name) == 0
+            except NotSupported:
+                pass
+        assert not _held_elsewhere(backend, lock_name)

@@ -1,0 +1,54 @@
+"""Code run in spawned worker processes (importable, so the ``spawn`` start method finds it)."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from locks.backends.spec import BackendSpec
+
+
+def exclusion_worker(
+    spec: BackendSpec, name: str, counter_path: str, iterations: int, who: str, start_at: float
+) -> list[tuple[float, float, int | None]]:
+    """Take the lock ``iterations`` times; under it, read-modify-write a counter file slowly
+    enough that overlapping holders would lose updates. Returns (start, end, token) intervals."""
+    spec.run_setup()
+    backend = spec.build(alias=f"worker-{who}")
+    fencing = "fencing" in backend.capabilities
+    handle = backend.lock(name, timeout=60)
+    while time.time() < start_at:  # start together: maximum contention
+        time.sleep(0.001)
+    intervals = []
+    try:
+        for _ in range(iterations):
+            with handle:
+                start = time.monotonic()
+                with open(counter_path, "r+") as counter:
+                    value = int(counter.read() or 0)
+                    time.sleep(0.0005)
+                    counter.seek(0)
+                    counter.write(str(value + 1))
+                    counter.truncate()
+                token = handle.token if fencing else None
+                end = time.monotonic()
+            intervals.append((start, end, token))
+    finally:
+        backend.close()
+    return intervals
+
+
+def hold_until_killed(spec: BackendSpec, name: str, ttl: float | None, ready: Any) -> None:
+    """Take the lock, say so, and hold it until the parent kills this process."""
+    spec.run_setup()
+    backend = spec.build(alias="doomed")
+    handle = backend.lock(name, ttl=ttl, timeout=30)
+    handle.acquire()
+    ready.set()
+    while True:
+        time.sleep(60)
+
+
+def pid() -> int:
+    return os.getpid()

@@ -1,0 +1,54 @@
+"""The contract is worth something only if it fails broken backends: run it on some."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).parent
+
+CONTRACT_MODULE = """
+import pytest
+from locks_contract import BackendSpec, ContractTests
+
+class TestBroken(ContractTests):
+    @pytest.fixture
+    def backend_spec(self, tmp_path):
+        return BackendSpec("broken_backends.{cls}", location=str(tmp_path / "locks"))
+"""
+
+
+def _run(pytester: pytest.Pytester, cls: str, selection: str) -> pytest.RunResult:
+    pytester.makepyfile(test_broken=CONTRACT_MODULE.format(cls=cls))
+    pytester.syspathinsert(HERE)
+    env_path = os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])
+    pytester._monkeypatch.setenv("PYTHONPATH", env_path)  # spawned workers import broken_backends too
+    return pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider", "-k", selection)
+
+
+def test_a_backend_without_exclusion_fails_the_exclusion_cases(pytester: pytest.Pytester) -> None:
+    result = _run(pytester, "NoExclusionBackend", "exclude or try_once or held_elsewhere or acquire_returns_true")
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("failed", 0) >= 4, result.stdout.str()[-3000:]
+    result.stdout.fnmatch_lines(["*test_processes_exclude_each_other_under_load*"])
+
+
+def test_a_backend_with_colliding_keys_fails_the_name_cases(pytester: pytest.Pytester) -> None:
+    result = _run(pytester, "CollidingNamesBackend", "hostile or arbitrary")
+    assert result.parseoutcomes().get("failed", 0) >= 1, result.stdout.str()[-3000:]
+
+
+def test_unreachable_servers_skip_locally_and_fail_when_required(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_down="""
+        from locks_contract import server_unreachable
+
+        def test_needs_server():
+            server_unreachable("nothing listens on 127.0.0.1:1")
+        """
+    )
+    pytester._monkeypatch.delenv("LOCKS_REQUIRE_SERVERS", raising=False)
+    pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider").assert_outcomes(skipped=1)
+    pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider", "--locks-require-servers").assert_outcomes(failed=1)
