@@ -1,0 +1,81 @@
+"""Peers measured beside the file backend by ``locks bench --peers``."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from typing import Any
+
+
+class RawFlock:
+    """The floor: what any per-name file lock must do (open, flock, unlock, close)."""
+
+    def __init__(self, directory: str) -> None:
+        os.makedirs(directory, exist_ok=True)
+        self.directory = directory
+        self.fds: dict[str, int] = {}
+
+    def acquire(self, name: str) -> None:
+        fd = os.open(os.path.join(self.directory, name + ".raw"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        self.fds[name] = fd
+
+    def release(self, name: str) -> None:
+        fd = self.fds.pop(name)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+    def close(self) -> None:
+        for fd in self.fds.values():
+            os.close(fd)
+
+
+class FileLockPeer:
+    """The ``filelock`` package (py-filelock), one lock object per name."""
+
+    def __init__(self, directory: str) -> None:
+        os.makedirs(directory, exist_ok=True)
+        self.directory = directory
+        self.locks: dict[str, Any] = {}
+
+    def acquire(self, name: str) -> None:
+        import filelock
+
+        lock = self.locks.get(name)
+        if lock is None:
+            lock = self.locks[name] = filelock.FileLock(os.path.join(self.directory, name + ".filelock"))
+        lock.acquire()
+
+    def release(self, name: str) -> None:
+        self.locks[name].release()
+
+    def close(self) -> None:
+        pass
+
+
+class PortalockerPeer:
+    """``portalocker.Lock``, one lock object per name (it polls while waiting)."""
+
+    def __init__(self, directory: str) -> None:
+        os.makedirs(directory, exist_ok=True)
+        self.directory = directory
+        self.locks: dict[str, Any] = {}
+
+    def acquire(self, name: str) -> None:
+        import portalocker
+
+        lock = self.locks.get(name)
+        if lock is None:
+            lock = self.locks[name] = portalocker.Lock(
+                os.path.join(self.directory, name + ".portalocker"),
+                timeout=3600,
+                check_interval=0.001,
+                fail_when_locked=False,
+            )
+        lock.acquire()
+
+    def release(self, name: str) -> None:
+        self.locks[name].release()
+
+    def close(self) -> None:
+        pass

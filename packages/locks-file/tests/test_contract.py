@@ -1,0 +1,21 @@
+"""locks-file keeps the whole contract."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from locks_contract import BackendSpec, ContractTests
+
+
+class TestFileLockContract(ContractTests):
+    @pytest.fixture
+    def backend_spec(self, tmp_path: Path) -> BackendSpec:
+        return BackendSpec("locks_file.FileLockBackend", location=str(tmp_path / "locks"))
+
+    @pytest.fixture
+    def unreachable_backend_spec(self, tmp_path: Path) -> BackendSpec:
+        blocker = tmp_path / "not-a-directory"
+        blocker.write_text("")
+        return BackendSpec("locks_file.FileLockBackend", location=str(blocker / "locks"))
