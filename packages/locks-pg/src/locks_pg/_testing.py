@@ -1,0 +1,64 @@
+"""Django settings for locks-pg's tests and benchmarks, also run in spawned worker processes
+(``BackendSpec.setup``). Not part of the public API."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def pg_url() -> str:
+    return os.environ.get("LOCKS_PG_URL", DEFAULT_URL)
+
+
+def database_settings(url: str | None = None, **extra: Any) -> dict[str, Any]:
+    parts = urlsplit(url or pg_url())
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": unquote(parts.path.lstrip("/")) or "postgres",
+        "USER": unquote(parts.username or ""),
+        "PASSWORD": unquote(parts.password or ""),
+        "HOST": parts.hostname or "",
+        "PORT": str(parts.port or ""),
+        **extra,
+    }
+
+
+def configure_django(extra_databases: dict[str, Any] | None = None) -> None:
+    import django
+    from django.conf import settings
+
+    if settings.configured:
+        return
+    settings.configure(
+        INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth", "locks", "locks_pg"],
+        DATABASES={"default": database_settings(), **(extra_databases or {})},
+        LOCKS={
+            "default": {"BACKEND": "locks_pg.AdvisoryLockBackend", "OPTIONS": {"database": "default"}},
+            "xact": {
+                "BACKEND": "locks_pg.AdvisoryLockBackend",
+                "OPTIONS": {"database": "default", "SCOPE": "transaction"},
+            },
+        },
+        USE_TZ=True,
+        DEFAULT_AUTO_FIELD="django.db.models.AutoField",
+    )
+    django.setup()
+
+
+def url_of_database(alias: str) -> str:
+    """A libpq URL for a Django DATABASES alias (for peers that connect on their own)."""
+    from urllib.parse import quote
+
+    from django.conf import settings
+
+    db = settings.DATABASES[alias]
+    auth = quote(db.get("USER") or "")
+    if db.get("PASSWORD"):
+        auth += ":" + quote(db["PASSWORD"])
+    host = db.get("HOST") or "127.0.0.1"
+    port = f":{db['PORT']}" if db.get("PORT") else ""
+    return f"postgresql://{auth + '@' if auth else ''}{host}{port}/{quote(db.get('NAME') or 'postgres')}"

@@ -1,0 +1,365 @@
+"""Connections the advisory lock backend owns: opened, checked, pooled and set up here.
+
+A session advisory lock lives as long as the server session that took it. Django's connections
+are closed (``CONN_MAX_AGE``, ``close_old_connections``) and pooled (Django 5.1+) behind the
+caller's back, and a lock taken on one of them is dropped, or leaks to the next borrower. So the
+backend never locks on Django's connection: it opens its own, from the same settings, one per
+hold, and keeps idle ones for reuse. A connection goes back to the idle list only after its lock
+was released (``pg_advisory_unlock`` said so), so the next user never inherits a lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import weakref
+from collections.abc import Mapping
+from typing import Any
+
+import psycopg
+from django.core.exceptions import ImproperlyConfigured
+
+from locks.exceptions import BackendUnavailable, NotSupported
+
+#: Django-only keys of ``DATABASES[...]["OPTIONS"]``: not libpq parameters.
+_DJANGO_ONLY_OPTIONS = frozenset(
+    {"assume_role", "isolation_level", "pool", "server_side_binding", "cursor_factory", "context", "prepare_threshold"}
+)
+
+
+class PoolerDetected(NotSupported):
+    """A connection pooler (pgbouncer...) sits between the backend and PostgreSQL: session
+    advisory locks would be stranded on a server connection that other clients then use."""
+
+
+def conninfo_from_django(alias: str) -> dict[str, Any]:
+    """libpq parameters of a Django ``DATABASES`` alias (which must be PostgreSQL)."""
+    from django.conf import settings
+    from django.db import connections
+
+    if not settings.configured or alias not in settings.DATABASES:
+        raise ImproperlyConfigured(f"OPTIONS['database'] = {alias!r} is not an alias of DATABASES")
+    connection = connections[alias]
+    if connection.vendor != "postgresql":
+        raise ImproperlyConfigured(
+            f"DATABASES[{alias!r}] is {connection.vendor}, not PostgreSQL: advisory locks need PostgreSQL"
+        )
+    params = connection.settings_dict
+    result: dict[str, Any] = {
+        key: value for key, value in dict(params.get("OPTIONS") or {}).items() if key not in _DJANGO_ONLY_OPTIONS
+    }
+    for setting, key in (("NAME", "dbname"), ("USER", "user"), ("PASSWORD", "password"), ("HOST", "host")):
+        if params.get(setting):
+            result[key] = params[setting]
+    if params.get("PORT"):
+        result["port"] = str(params["PORT"])
+    if params.get("NAME") is None and "service" not in result:
+        result["dbname"] = "postgres"
+    return result
+
+
+class PgConnection:
+    """One owned server session: the psycopg connection, its cursor and what we know of it."""
+
+    __slots__ = ("behind_pooler", "cursor", "label", "pid", "raw", "server_version")
+
+    def __init__(self, raw: psycopg.Connection[Any], pid: int) -> None:
+        self.raw = raw
+        self.cursor = raw.cursor()
+        self.pid = pid
+        # pgbouncer & co. answer the startup with a pid of their own
+        self.behind_pooler = pid != raw.info.backend_pid
+        if self.behind_pooler:
+            raw.prepare_threshold = None  # a transaction pooler may not keep prepared statements
+        self.server_version = raw.info.server_version
+        self.label: str | None = None  # the application_name set on the session
+
+    def execute(self, sql: Any, params: Any = None) -> Any:
+        cursor = self.cursor
+        cursor.execute(sql, params)
+        return cursor.fetchone()
+
+    def command(self, sql: Any) -> None:
+        self.cursor.execute(sql)
+
+    @property
+    def broken(self) -> bool:
+        return self.raw.closed or self.raw.broken
+
+    def close(self) -> None:
+        try:
+            self.raw.close()
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+
+
+class AsyncPgConnection:
+    """The asyncio twin of :class:`PgConnection` (psycopg's ``AsyncConnection``)."""
+
+    __slots__ = ("behind_pooler", "cursor", "label", "pid", "raw", "server_version")
+
+    def __init__(self, raw: psycopg.AsyncConnection[Any], pid: int) -> None:
+        self.raw = raw
+        self.cursor = raw.cursor()
+        self.pid = pid
+        self.server_version = raw.info.server_version
+        self.label: str | None = None
+        self.behind_pooler = pid != raw.info.backend_pid
+        if self.behind_pooler:
+            raw.prepare_threshold = None
+
+    async def execute(self, sql: Any, params: Any = None) -> Any:
+        cursor = self.cursor
+        await cursor.execute(sql, params)
+        return await cursor.fetchone()
+
+    async def command(self, sql: Any) -> None:
+        await self.cursor.execute(sql)
+
+    @property
+    def broken(self) -> bool:
+        return self.raw.closed or self.raw.broken
+
+    def finish(self) -> None:
+        """Close the session at once, from any thread or loop (ends its locks with it)."""
+        try:
+            self.raw.pgconn.finish()
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+
+    async def close(self) -> None:
+        try:
+            await self.raw.close()
+        except Exception:  # noqa: BLE001 - already gone
+            self.finish()
+
+
+class ConnectionFactory:
+    """Opens owned connections and keeps idle ones (a LIFO list, so the warmest is reused).
+
+    Thread-safe: the idle list is a deque whose ``append``/``pop`` are atomic.
+    """
+
+    def __init__(
+        self,
+        conninfo: str | None,
+        params: Mapping[str, Any] | None,
+        *,
+        database: str | None = None,
+        connect_timeout: float = 5.0,
+        max_idle: int = 8,
+        application_name: str = "locks",
+        allow_pooler: bool = False,
+        keepalive: int = 10,
+    ) -> None:
+        self.conninfo = conninfo or ""
+        self.params = dict(params or {})
+        self.database = database
+        self.connect_timeout = connect_timeout
+        self.max_idle = max_idle
+        self.application_name = application_name
+        self.allow_pooler = allow_pooler
+        self.keepalive = keepalive
+        self._idle: collections.deque[PgConnection] = collections.deque()
+        self._aidle: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, collections.deque[AsyncPgConnection]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._pid = os.getpid()
+        self._resolved = False
+
+    def _resolve(self) -> None:
+        if self._resolved:
+            return
+        if self.database is not None:
+            self.params = {**conninfo_from_django(self.database), **self.params}
+        self._resolved = True
+
+    def resolved_params(self) -> dict[str, Any]:
+        """The libpq parameters besides the conninfo (a Django alias's settings, resolved)."""
+        self._resolve()
+        return dict(self.params)
+
+    def _connect_kwargs(self) -> dict[str, Any]:
+        self._resolve()
+        kwargs: dict[str, Any] = {
+            "autocommit": True,
+            "prepare_threshold": 0,  # the lock statements run again and again: prepare at once
+            "connect_timeout": max(1, round(self.connect_timeout)),
+            # the client notices a dead server too (a hold's release and the watchdog)
+            "keepalives": 1,
+            "keepalives_idle": self.keepalive,
+            "keepalives_interval": max(1, self.keepalive // 2),
+            "keepalives_count": 3,
+            **self.params,
+        }
+        kwargs.setdefault("application_name", self.application_name)
+        return kwargs
+
+    def connect(self) -> PgConnection:
+        """A new owned connection, set up; :class:`BackendUnavailable` when the server is not
+        there (within the connect timeout, never a hang)."""
+        try:
+            raw = psycopg.connect(self.conninfo, **self._connect_kwargs())
+        except psycopg.OperationalError as exc:
+            raise BackendUnavailable(f"cannot connect to PostgreSQL: {_first_line(exc)}") from exc
+        except psycopg.ProgrammingError as exc:  # a malformed conninfo
+            raise ImproperlyConfigured(f"bad PostgreSQL connection settings: {_first_line(exc)}") from exc
+        try:
+            sql, params = self._setup_statement(raw.info)
+            try:
+                row = raw.execute(sql, params, prepare=False).fetchone()
+            except psycopg.OperationalError as exc:
+                raise BackendUnavailable(f"PostgreSQL connection failed during set-up: {_first_line(exc)}") from exc
+            pid = self._set_up_done(row)
+        except BaseException:
+            raw.close()
+            raise
+        return PgConnection(raw, pid)
+
+    async def aconnect(self) -> AsyncPgConnection:
+        """The asyncio twin of :meth:`connect`."""
+        try:
+            raw = await psycopg.AsyncConnection.connect(self.conninfo, **self._connect_kwargs())
+        except psycopg.OperationalError as exc:
+            raise BackendUnavailable(f"cannot connect to PostgreSQL: {_first_line(exc)}") from exc
+        except psycopg.ProgrammingError as exc:
+            raise ImproperlyConfigured(f"bad PostgreSQL connection settings: {_first_line(exc)}") from exc
+        try:
+            sql, params = self._setup_statement(raw.info)
+            try:
+                cursor = await raw.execute(sql, params, prepare=False)
+                row = await cursor.fetchone()
+            except psycopg.OperationalError as exc:
+                raise BackendUnavailable(f"PostgreSQL connection failed during set-up: {_first_line(exc)}") from exc
+            pid = self._set_up_done(row)
+        except BaseException:
+            await raw.close()
+            raise
+        return AsyncPgConnection(raw, pid)
+
+    def _setup_statement(self, info: Any) -> tuple[str, tuple[Any, ...]]:
+        # One round trip: who we really talk to, and session settings that would otherwise end a
+        # lock wait (statement_timeout) or a holding session (idle timeouts) behind our back.
+        # The server-side keepalives make it notice a dead client, and free its locks, soon.
+        # Behind a transaction pooler the settings would stay on a server connection that other
+        # clients then get: they are only made when the session is really ours (same pid as the
+        # startup reported) or the pooler pins sessions (POOLER='session').
+        settings = {
+            "statement_timeout": "0",
+            "lock_timeout": "0",
+            "idle_in_transaction_session_timeout": "0",
+            "tcp_keepalives_idle": str(self.keepalive),
+            "tcp_keepalives_interval": str(max(1, self.keepalive // 2)),
+            "tcp_keepalives_count": "3",
+        }
+        if info.server_version >= 140000:
+            settings["idle_session_timeout"] = "0"
+            settings["client_connection_check_interval"] = "5000"
+        sets = ", ".join(f"set_config('{name}', '{value}', false)" for name, value in settings.items())
+        sql = (
+            "SELECT pg_backend_pid(), pg_is_in_recovery(), "
+            f"CASE WHEN pg_backend_pid() = %s OR %s THEN concat({sets}) END"
+        )
+        return sql, (info.backend_pid, self.allow_pooler)
+
+    @staticmethod
+    def _set_up_done(row: Any) -> int:
+        assert row is not None
+        pid, in_recovery = row[0], row[1]
+        if in_recovery:
+            raise ImproperlyConfigured(
+                "the lock database is a standby (pg_is_in_recovery()): advisory locks must be taken on the primary"
+            )
+        return int(pid)
+
+    def aidle(self) -> AsyncPgConnection | None:
+        """An idle asyncio connection of the running event loop."""
+        if os.getpid() != self._pid:
+            self.forget()
+        idle = self._aidle.get(asyncio.get_running_loop())
+        while idle:
+            try:
+                conn = idle.pop()
+            except IndexError:
+                break
+            if not conn.broken:
+                return conn
+            conn.finish()
+        return None
+
+    def aput(self, conn: AsyncPgConnection) -> None:
+        """Give back an asyncio connection that holds no lock (kept for its event loop only:
+        psycopg's asyncio connections belong to the loop they were opened on)."""
+        loop = asyncio.get_running_loop()
+        idle = self._aidle.get(loop)
+        if idle is None:
+            idle = self._aidle.setdefault(loop, collections.deque())
+        if conn.broken or len(idle) >= self.max_idle or os.getpid() != self._pid:
+            conn.finish()
+        else:
+            idle.append(conn)
+
+    def check_session_safe(self, conn: PgConnection | AsyncPgConnection) -> None:
+        """Refuse to hold a session lock through a pooler, unless told it pins sessions."""
+        if conn.behind_pooler and not self.allow_pooler:
+            raise PoolerDetected(
+                "a connection pooler sits between locks and PostgreSQL (the session's pg_backend_pid() "
+                f"{conn.pid} differs from the pid {conn.raw.info.backend_pid} given at connect): under "
+                "transaction pooling (pgbouncer) a session advisory lock stays on a server connection that "
+                "other clients then use. Connect to PostgreSQL directly, use SCOPE='transaction', or set "
+                "OPTIONS['POOLER']='session' if the pooler pins each client to one server session."
+            )
+
+    def idle(self) -> PgConnection | None:
+        """An idle connection (it may have died since: the caller retries on a new one)."""
+        if os.getpid() != self._pid:
+            self.forget()
+        idle = self._idle
+        while idle:
+            try:
+                conn = idle.pop()
+            except IndexError:
+                break
+            if not conn.broken:
+                return conn
+            conn.close()
+        return None
+
+    def get(self) -> PgConnection:
+        """An idle connection when there is one, else a new one."""
+        return self.idle() or self.connect()
+
+    def put(self, conn: PgConnection) -> None:
+        """Give back a connection that holds no lock."""
+        if conn.broken or len(self._idle) >= self.max_idle or os.getpid() != self._pid:
+            conn.close()
+        else:
+            self._idle.append(conn)
+
+    def close_idle(self) -> None:
+        idle = self._idle
+        while idle:
+            try:
+                idle.pop().close()
+            except IndexError:
+                break
+        for loop, aidle in list(self._aidle.items()):
+            while aidle:
+                try:
+                    aidle.pop().finish()
+                except IndexError:
+                    break
+            self._aidle.pop(loop, None)
+
+    def forget(self) -> None:
+        """After a fork: drop the parent's sessions without closing them (closing would end the
+        parent's sessions; psycopg leaves sockets of another process alone when collected)."""
+        self._idle = collections.deque()
+        self._aidle = weakref.WeakKeyDictionary()
+        self._pid = os.getpid()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
