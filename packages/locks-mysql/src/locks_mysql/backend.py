@@ -1,0 +1,611 @@
+"""MySQL and MariaDB user locks: ``GET_LOCK`` / ``RELEASE_LOCK`` on connections the backend owns.
+
+Sessions. A user lock belongs to a server session and dies with it, so the backend opens its own
+connections (never Django's, which Django closes and recycles) and keeps idle ones in a small pool.
+All the locks one thread holds at a time live on one session, and that thread's next wait runs on
+it too: the server then sees the whole wait-for graph and answers a lock-order deadlock with an
+error (MySQL ``ER_USER_LOCK_DEADLOCK``, MariaDB ``ER_LOCK_DEADLOCK``), raised here as
+:class:`LockDeadlock` instead of two threads waiting out their timeouts. The async API holds each
+lock on a session of its own (its waits run in worker threads that many tasks share). A session
+never takes the same name twice, because ``locks`` counts reentrancy before the server is asked,
+so the servers' own counting (which MySQL and MariaDB both do) never shows.
+
+Names. ``GET_LOCK`` names are server-wide: keys are namespaced by database (``<db>.<name>``, the
+same as django-mysql's for lower-case names), at most 64 characters, and hashed when longer, when
+not made of safe characters, or when upper-case (MySQL folds case, MariaDB does not: hashing
+makes both behave alike).
+
+Round trips. Acquiring is one ``SELECT`` that also draws the fencing token; releasing is one
+``SELECT RELEASE_LOCK``. Waiting happens on the server, so the release wakes the next waiter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import os
+import time
+import weakref
+from _thread import get_ident
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from django.core.exceptions import ImproperlyConfigured
+
+from locks.backends import (
+    FENCING,
+    FORCE_RELEASE,
+    LISTING,
+    NOTIFY,
+    SESSION_BOUND,
+    WATCHDOG,
+    BaseLockBackend,
+    BenchSubject,
+    Hold,
+    HolderInfo,
+    LockRequest,
+)
+from locks.exceptions import BackendUnavailable, LockError, LockLost, NotSupported
+from locks.keys import HASH_MARKER, SAFE_CHARS, Key, KeySpec, LockName, make_key
+from locks_mysql import connection as mysql
+from locks_mysql.connection import Session
+
+__all__ = ["LockDeadlock", "UserLockBackend"]
+
+#: The longest wait sent to the server in one statement (a wait "forever" repeats it).
+FOREVER_SLICE = 86_400
+#: MySQL waits whole seconds: the last fraction of a timeout is spent polling this often.
+MYSQL_POLL = 0.01
+#: How late a MySQL timeout may end, rather than polling its last fraction of a second.
+MYSQL_ROUNDING = 0.05
+#: The longest namespace (``<db>.<KEY_PREFIX>``) kept readable; a longer one is hashed.
+NAMESPACE_MAX = 23
+#: mysqlclient arguments that OPTIONS may pass through (URL query parameters included).
+PASS_THROUGH = frozenset(
+    {"unix_socket", "charset", "read_default_file", "read_default_group", "ssl", "ssl_mode", "init_command"}
+)
+INT_OPTIONS = frozenset({"connect_timeout", "read_timeout", "write_timeout", "wait_timeout"})
+
+# Connections a forked child inherited but could not detach from the parent's sockets: kept
+# referenced forever, since collecting one would send COM_QUIT and end the parent's session.
+_inherited: list[Session] = []
+
+
+class LockDeadlock(LockError):
+    """The server refused a wait that would deadlock: this thread holds a lock that the holder
+    of the requested one is waiting for. Release your locks and retry, or take them in one order."""
+
+
+class UserLockBackend(BaseLockBackend):
+    """Locks with MySQL's and MariaDB's ``GET_LOCK``.
+
+    ``LOCATION``: ``mysql://user:password@host:3306/database`` (``mariadb://`` too). Without it,
+    ``OPTIONS['database']`` names a Django ``DATABASES`` alias (default ``"default"``) whose
+    connection settings are used for connections this backend opens itself.
+
+    ``OPTIONS``: ``database`` (a ``DATABASES`` alias), ``connect_timeout`` (seconds, default 5),
+    ``wait_timeout`` (seconds an idle connection, and so a lock held on it without traffic, is
+    kept by the server; default: the server's ``wait_timeout``),
+    ``max_idle`` (idle connections kept, default 8), ``KEY_PREFIX``, ``WATCHDOG``, and the
+    mysqlclient arguments ``unix_socket``, ``charset``, ``read_default_file``,
+    ``read_default_group``, ``ssl``, ``ssl_mode``, ``init_command``, ``read_timeout``,
+    ``write_timeout``.
+    """
+
+    capabilities = frozenset({FENCING, LISTING, FORCE_RELEASE, SESSION_BOUND, NOTIFY, WATCHDOG})
+    key_spec = KeySpec(kind="text", max_length=64, case_insensitive=True)
+    url_schemes = ("mysql", "mariadb")
+    watchdog_interval = 2.0
+    #: Whether MariaDB is sent fractional timeouts (MySQL always gets whole seconds and polls
+    #: the last fraction); False makes MariaDB behave as MySQL does (tests use it).
+    fractional_waits: bool = True
+    #: Async waits run in worker threads in slices of this length (MySQL waits whole seconds).
+    async_wait_slice: ClassVar[float] = 1.0
+
+    def __init__(
+        self, alias: str = "default", location: str | None = None, options: Mapping[str, Any] | None = None
+    ) -> None:
+        super().__init__(alias, location, options)
+        opts = dict(self.options)
+        database = opts.pop("database", opts.pop("DATABASE", None))
+        if location is not None:
+            if not isinstance(location, str):
+                raise ImproperlyConfigured("the MySQL lock backend's LOCATION must be a mysql:// URL")
+            if database is not None:
+                raise ImproperlyConfigured(
+                    "give the MySQL lock backend a LOCATION URL or OPTIONS['database'], not both"
+                )
+            self._url_params: dict[str, Any] | None = mysql.params_from_url(location)
+        else:
+            self._url_params = None
+            if database is None:
+                database = "default"
+            if not isinstance(database, str):
+                raise ImproperlyConfigured("OPTIONS['database'] must be a DATABASES alias (str)")
+            from django.conf import settings
+
+            # Caught here (manage.py check builds every backend); the server is not touched.
+            if settings.configured and database not in settings.DATABASES:
+                raise ImproperlyConfigured(f"OPTIONS['database'] = {database!r} is not in DATABASES")
+        self.database_alias: str | None = database
+        extra: dict[str, Any] = {}
+        max_idle = opts.pop("max_idle", 8)
+        for name in list(opts):
+            value = opts.pop(name)
+            if name in INT_OPTIONS:
+                try:
+                    number = float(value)
+                except (TypeError, ValueError):
+                    raise ImproperlyConfigured(
+                        f"OPTIONS[{name!r}] must be a number of seconds, not {value!r}"
+                    ) from None
+                if not number > 0 or math.isinf(number):
+                    raise ImproperlyConfigured(f"OPTIONS[{name!r}] must be positive, not {value!r}")
+                extra[name] = max(1, math.ceil(number))
+            elif name in PASS_THROUGH:
+                extra[name] = value
+            else:
+                raise ImproperlyConfigured(
+                    f"unknown OPTIONS for the MySQL lock backend: {name!r} "
+                    f"(known: database, max_idle, {', '.join(sorted(INT_OPTIONS | PASS_THROUGH))})"
+                )
+        try:
+            self.max_idle = int(max_idle)
+        except (TypeError, ValueError):
+            raise ImproperlyConfigured(f"OPTIONS['max_idle'] must be an int, not {max_idle!r}") from None
+        if self.max_idle < 0:
+            raise ImproperlyConfigured("OPTIONS['max_idle'] must not be negative")
+        # A server wait must end before the client's read_timeout gives up on the connection
+        # (which would end the session, and every lock the thread holds on it).
+        read_timeout = extra.get("read_timeout")
+        self.wait_slice: float = FOREVER_SLICE if read_timeout is None else read_timeout * 0.8
+        # The timeout argument of a wait without deadline, when both servers read it alike.
+        self._forever: str | None = str(int(self.wait_slice)) if self.wait_slice >= 1 else None
+        # Not a mysqlclient argument: the session's wait_timeout, set once per new connection.
+        self.session_wait_timeout: int | None = extra.pop("wait_timeout", None)
+        self._extra = extra
+        self._params_cache: dict[str, Any] | None = None
+        self._namespace_cache: str | None = None
+        self._idle: list[Session] = []
+        # thread ident → the session holding that thread's locks (only that thread changes it)
+        self._threads: dict[int, Session] = {}
+        self._sessions: weakref.WeakSet[Session] = weakref.WeakSet()
+
+    @classmethod
+    def from_url(cls, url: str, alias: str = "default", **options: Any) -> UserLockBackend:
+        """``mysql://user:password@host:port/database?connect_timeout=5``."""
+        backend = super().from_url(url, alias, **options)
+        assert isinstance(backend, UserLockBackend)
+        return backend
+
+    # -- where to connect, and the namespace ------------------------------------------------
+    def _params(self) -> dict[str, Any]:
+        params = self._params_cache
+        if params is None:
+            if self._url_params is not None:
+                base = dict(self._url_params)
+            else:
+                assert self.database_alias is not None
+                base = mysql.params_from_django(self.database_alias)
+            base.update(self._extra)
+            params = self._params_cache = mysql.normalize(base)
+        return params
+
+    @property
+    def where(self) -> str:
+        params = self._params()
+        if params.get("unix_socket"):
+            return str(params["unix_socket"])
+        return f"{params.get('host', 'localhost')}:{params.get('port', 3306)}"
+
+    @property
+    def database_name(self) -> str:
+        """The database whose name namespaces the keys (the URL's path or the alias's NAME)."""
+        return str(self._params().get("db") or "")
+
+    @property
+    def namespace(self) -> str:
+        """What every key of this backend starts with: ``<database>.<KEY_PREFIX>``, or 16 hex
+        digits of its SHA-256 and a dot when that is long, upper-case or has unsafe characters."""
+        namespace = self._namespace_cache
+        if namespace is None:
+            database = self.database_name
+            raw = (f"{database}." if database else "") + self.key_prefix
+            if len(raw) <= NAMESPACE_MAX and raw == raw.lower() and all(c in SAFE_CHARS for c in raw):
+                namespace = raw
+            else:
+                namespace = hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()[:16] + "."
+            self._namespace_cache = namespace
+        return namespace
+
+    def make_key(self, name: LockName) -> Key:
+        """``<namespace><name>`` when that fits in 64 safe lower-case characters, else a readable
+        stem and 128 bits of SHA-256 (see :mod:`locks.keys`)."""
+        return make_key(name, self.key_spec, self.namespace)
+
+    # -- sessions ---------------------------------------------------------------------------
+    def _open(self) -> Session:
+        session = Session.open(self._params(), self.where)
+        self._sessions.add(session)
+        if self.session_wait_timeout is not None:
+            try:
+                session.execute(f"SET SESSION wait_timeout = {int(self.session_wait_timeout)}")
+            except BaseException:
+                session.close()
+                raise
+        return session
+
+    def _checkout(self) -> Session:
+        try:
+            return self._idle.pop()  # atomic: no lock on the hot path
+        except IndexError:
+            return self._open()
+
+    def _checkin(self, session: Session) -> None:
+        if session.broken or session.holds:
+            return
+        if len(self._idle) < self.max_idle:
+            self._idle.append(session)
+        else:
+            session.close()
+
+    def _forget(self, session: Session) -> None:
+        thread = session.thread
+        if thread is not None and self._threads.get(thread) is session:
+            del self._threads[thread]
+        session.thread = None
+
+    def _discard(self, session: Session) -> None:
+        session.close()
+        self._forget(session)
+
+    def _admin(self, sql: str, many: bool = False) -> Any:
+        """One query on an idle session (not holding locks), retried once on a fresh connection
+        when the pooled one turns out to be dead."""
+        for attempt in (1, 2):
+            session = self._checkout()
+            try:
+                result = session.rows(sql) if many else session.row(sql)
+            except mysql.driver().Error as exc:
+                session.close()
+                if mysql.is_disconnect(exc):
+                    if attempt == 1:
+                        continue
+                    raise BackendUnavailable(f"MySQL at {self.where} dropped the connection: {exc}") from exc
+                raise
+            except BaseException:
+                session.close()
+                raise
+            self._checkin(session)
+            return result
+        raise AssertionError("unreachable")
+
+    # -- acquire and release ----------------------------------------------------------------
+    def try_acquire(self, request: LockRequest) -> Hold | None:
+        return self._acquire(request, 0.0, True)
+
+    def acquire(self, request: LockRequest, timeout: float | None) -> Hold | None:
+        return self._acquire(request, timeout, True)
+
+    def _server_wait(self, session: Session, deadline: float | None) -> str:
+        """The timeout argument of the next ``GET_LOCK``."""
+        limit = self.wait_slice
+        fractional = session.mariadb and self.fractional_waits
+        if deadline is None:
+            return f"{limit:.6f}" if fractional else str(int(limit))
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return "0"
+        if fractional:
+            return f"{min(remaining, limit):.6f}"  # MariaDB waits fractions of a second
+        # MySQL rounds the timeout to whole seconds: wait the whole seconds on the server, poll
+        # the rest (ending at most MYSQL_ROUNDING late rather than polling a whole second).
+        return str(min(int(remaining + MYSQL_ROUNDING), int(limit)))
+
+    def _acquire(self, request: LockRequest, timeout: float | None, share: bool) -> Hold | None:
+        """Wait up to ``timeout`` on the server. ``share``: use (and become) the session holding
+        the calling thread's other locks, so that the server can detect deadlocks."""
+        key = request.key
+        ident = get_ident() if share else 0
+        session = self._threads.get(ident) if share else None
+        if session is not None:
+            if session.broken:
+                self._forget(session)
+                session = None
+            elif key in session.holds:
+                # Another task running on this thread holds the name through this session (a
+                # blocking call inside asyncio): the server would grant it again. Wait apart.
+                session, share = None, False
+        pooled = session is None  # back to the pool unless it ends up holding this lock
+        if session is None:
+            try:
+                session = self._idle.pop()  # _checkout, inlined: the hot path
+            except IndexError:
+                session = self._open()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        reconnected = False
+        while True:
+            wait = self._forever if deadline is None and self._forever else self._server_wait(session, deadline)
+            try:
+                # The token is drawn only once the lock is granted (CASE evaluates lazily); both
+                # branches unsigned, so the driver returns an int, not a Decimal.
+                (value,) = session.row(
+                    f"SELECT CASE GET_LOCK('{key}', {wait}) WHEN 1 THEN UUID_SHORT()"
+                    " WHEN 0 THEN CAST(0 AS UNSIGNED) END"
+                )
+            except mysql.driver().Error as exc:
+                code = mysql.error_code(exc)
+                if code in mysql.DEADLOCK_ERRORS:
+                    if pooled:
+                        self._checkin(session)
+                    raise LockDeadlock(
+                        f"waiting for {request.name!r} would deadlock: this thread holds a lock that its "
+                        "holder is waiting for (take locks in one order)",
+                        request.name,
+                    ) from exc
+                if code == mysql.ER_QUERY_INTERRUPTED:
+                    if pooled:
+                        self._checkin(session)
+                    raise LockError(
+                        f"the wait for {request.name!r} was interrupted on the server", request.name
+                    ) from exc
+                self._discard(session)
+                if code == mysql.ER_NOT_SUPPORTED_YET:
+                    raise NotSupported(
+                        f"this server refuses GET_LOCK ({exc}): Galera clusters do not support user locks",
+                        request.name,
+                    ) from exc
+                if not mysql.is_disconnect(exc):
+                    raise LockError(f"GET_LOCK for {request.name!r} failed: {exc}", request.name) from exc
+                # The connection was dead (idle too long, killed, server restarted): its locks are
+                # gone with it. Try once more on a new one; holds of the old one will raise LockLost.
+                if reconnected:
+                    raise BackendUnavailable(f"MySQL at {self.where} dropped the connection: {exc}") from exc
+                reconnected, pooled = True, True
+                session = self._open()
+                continue
+            except BaseException:
+                # Interrupted mid-statement (KeyboardInterrupt...): the session's state is unknown.
+                self._discard(session)
+                raise
+            if value is None:
+                if pooled:
+                    self._checkin(session)
+                raise LockError(f"GET_LOCK for {request.name!r} returned NULL (interrupted or refused)", request.name)
+            if value:
+                session.holds.add(key)
+                if share and session.thread is None:
+                    session.thread = ident
+                    self._threads[ident] = session
+                return Hold(request, data=session, token=int(value))
+            if deadline is None:
+                if wait == "0":
+                    time.sleep(MYSQL_POLL)
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                if pooled:
+                    self._checkin(session)
+                return None
+            if wait == "0":
+                time.sleep(min(remaining, MYSQL_POLL))
+
+    def release(self, hold: Hold) -> None:
+        session: Session = hold.data
+        name = hold.name
+        if session.broken:
+            session.holds.discard(hold.key)
+            self._forget(session)
+            raise LockLost(f"the connection holding {name!r} was closed: the lock was lost", name)
+        try:
+            (value,) = session.row(f"SELECT RELEASE_LOCK('{hold.key}')")
+        except mysql.driver().Error as exc:
+            session.holds.discard(hold.key)
+            self._discard(session)
+            raise LockLost(f"the connection holding {name!r} is gone ({exc}): the lock was lost", name) from exc
+        except BaseException:
+            session.holds.discard(hold.key)
+            self._discard(session)
+            raise
+        holds = session.holds
+        holds.discard(hold.key)
+        if not holds:  # back to the pool (inlined _forget and _checkin: the hot path)
+            if session.thread is not None:
+                self._forget(session)
+            if len(self._idle) < self.max_idle:
+                self._idle.append(session)
+            else:
+                session.close()
+        if value != 1:
+            who = "another connection holds it" if value == 0 else "nobody held it"
+            raise LockLost(f"{name!r} was no longer held by this connection ({who})", name)
+
+    def check(self, hold: Hold) -> bool:
+        """Still held: the server says the lock's holder is this hold's connection."""
+        session: Session = hold.data
+        if session.broken:
+            return False
+        (holder,) = self._admin(f"SELECT IS_USED_LOCK('{hold.key}')")
+        return bool(holder == session.id)
+
+    def is_locked(self, key: Key) -> bool:
+        (holder,) = self._admin(f"SELECT IS_USED_LOCK('{key}')")
+        return holder is not None
+
+    def is_held(self, name: LockName) -> bool:
+        """Whether anyone holds ``name`` now (a snapshot), as django-mysql's ``Lock.is_held()``."""
+        return self.holder_id(name) is not None
+
+    def holder_id(self, name: LockName) -> int | None:
+        """The connection id holding ``name`` (``IS_USED_LOCK``), or ``None`` when it is free."""
+        key = self.make_key(self.validate_name(name))
+        (holder,) = self._admin(f"SELECT IS_USED_LOCK('{key}')")
+        return None if holder is None else int(holder)
+
+    # -- async: a session of its own per hold (worker threads are shared by many tasks) -----
+    async def aacquire(self, request: LockRequest, timeout: float | None) -> Hold | None:
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            remaining = None if deadline is None else max(0.0, deadline - loop.time())
+            part = self.async_wait_slice if remaining is None else min(remaining, self.async_wait_slice)
+            work = self.executor().submit(self._acquire, request, part, False)
+            try:
+                hold = await asyncio.shield(asyncio.wrap_future(work))
+            except asyncio.CancelledError:
+                # On the executor's own future: its callback runs even once the loop is closed.
+                work.add_done_callback(self._release_orphan)
+                raise
+            if hold is not None:
+                return hold
+            if remaining is not None and remaining <= part:
+                return None
+
+    # -- listing and administration -----------------------------------------------------------
+    def holders(self, prefix: str | None = None) -> list[HolderInfo]:
+        """Held locks of this namespace: from ``information_schema.METADATA_LOCK_INFO`` on
+        MariaDB (the ``metadata_lock_info`` plugin) or ``performance_schema.metadata_locks`` on
+        MySQL. A hashed name is listed by key (``name`` is ``None``); ``prefix`` matches it by
+        its readable stem."""
+        session = self._checkout()
+        try:
+            rows = self._listing_rows(session)
+        except mysql.driver().Error as exc:
+            session.close()
+            if mysql.is_disconnect(exc):
+                raise BackendUnavailable(f"MySQL at {self.where} dropped the connection: {exc}") from exc
+            if mysql.error_code(exc) in (1044, 1142, 1227):  # access denied
+                raise NotSupported(
+                    f"listing user locks needs read access to the server's lock tables "
+                    f"(performance_schema on MySQL, information_schema on MariaDB): {exc}"
+                ) from exc
+            raise LockError(f"listing user locks failed: {exc}") from exc
+        finally:
+            self._checkin(session)
+        namespace = self.namespace
+        found = []
+        for connection_id, key, held_ms, client, pid in rows:
+            key = key.decode() if isinstance(key, bytes) else str(key)
+            if not key.startswith(namespace):
+                continue
+            rest = key[len(namespace) :]
+            hashed = HASH_MARKER in rest
+            name = None if hashed else rest
+            if prefix is not None and not _matches(prefix, rest, hashed, self):
+                continue
+            client = client.decode() if isinstance(client, bytes) else client
+            pid = pid.decode() if isinstance(pid, bytes) else pid
+            found.append(
+                HolderInfo(
+                    key=key,
+                    name=name,
+                    owner=f"connection {connection_id}" + (f" from {client}" if client else ""),
+                    pid=int(pid) if pid and str(pid).isdigit() else None,
+                    host=client.rsplit(":", 1)[0] if client else None,
+                    since=None if held_ms is None else time.time() - float(held_ms) / 1000,
+                    extra={"connection_id": int(connection_id), "hashed": hashed},
+                )
+            )
+        return found
+
+    def _listing_rows(self, session: Session) -> tuple[tuple[Any, ...], ...]:
+        error = mysql.driver().Error
+        if session.mariadb:
+            try:
+                return session.rows(
+                    "SELECT m.THREAD_ID, m.TABLE_SCHEMA, m.LOCK_TIME_MS, p.HOST, NULL"
+                    " FROM information_schema.METADATA_LOCK_INFO m"
+                    " LEFT JOIN information_schema.PROCESSLIST p ON p.ID = m.THREAD_ID"
+                    " WHERE m.LOCK_TYPE = 'User lock'"
+                )
+            except error as exc:
+                if mysql.error_code(exc) in (1109, 1146):  # unknown table: the plugin is not loaded
+                    raise NotSupported(
+                        "listing user locks on MariaDB needs the metadata_lock_info plugin: run "
+                        "INSTALL SONAME 'metadata_lock_info' (or add plugin_load_add = metadata_lock_info "
+                        "to the server's configuration)"
+                    ) from exc
+                raise
+        (enabled,) = session.row("SELECT @@performance_schema")
+        if not enabled:
+            raise NotSupported("listing user locks on MySQL needs performance_schema = ON (the server's default)")
+        return session.rows(
+            "SELECT t.PROCESSLIST_ID, m.OBJECT_NAME, NULL, t.PROCESSLIST_HOST, a.ATTR_VALUE"
+            " FROM performance_schema.metadata_locks m"
+            " JOIN performance_schema.threads t ON t.THREAD_ID = m.OWNER_THREAD_ID"
+            # the client library sends its process id as the connection attribute _pid
+            " LEFT JOIN performance_schema.session_connect_attrs a"
+            " ON a.PROCESSLIST_ID = t.PROCESSLIST_ID AND a.ATTR_NAME = '_pid'"
+            " WHERE m.OBJECT_TYPE = 'USER LEVEL LOCK' AND m.LOCK_STATUS = 'GRANTED'"
+        )
+
+    def force_release(self, name: LockName) -> int:
+        """Break a held lock by ending its holder's connection (``KILL``): every lock that
+        connection holds is released and its holder gets :class:`~locks.exceptions.LockLost`.
+        Needs the ``CONNECTION_ADMIN`` (MySQL) or ``CONNECTION ADMIN``/``SUPER`` (MariaDB)
+        privilege unless the holder connected as the same user."""
+        key = self.make_key(self.validate_name(name))
+        (holder,) = self._admin(f"SELECT IS_USED_LOCK('{key}')")
+        if holder is None:
+            return 0
+        try:
+            self._admin(f"KILL CONNECTION {int(holder)}")
+        except mysql.driver().Error as exc:
+            code = mysql.error_code(exc)
+            if code == 1094:  # unknown thread: it ended meanwhile
+                return 0
+            if code in (1095, 1227):
+                raise NotSupported(
+                    f"{name!r} is held by connection {holder}, which this user may not KILL: {exc}", name
+                ) from exc
+            raise
+        # KILL is asynchronous: wait (briefly) until the server has let the lock go.
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            (now,) = self._admin(f"SELECT IS_USED_LOCK('{key}')")
+            if now != holder:
+                break
+            time.sleep(0.005)
+        return 1
+
+    def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for session in idle:
+            session.close()
+
+    def _after_fork(self) -> None:
+        # The child shares its parent's sockets: closing (or garbage-collecting) a connection
+        # here would send COM_QUIT on it and end the parent's session, dropping its locks. Point
+        # each inherited descriptor at /dev/null first; then closing only touches the child's copy.
+        sessions = list(self._sessions)
+        if sessions:
+            devnull = os.open(os.devnull, os.O_RDWR)
+            try:
+                for session in sessions:
+                    try:
+                        os.dup2(devnull, session.conn.fileno())
+                    except Exception:  # noqa: BLE001 - a connection already closed has no descriptor
+                        _inherited.append(session)  # never collect what could not be detached
+                        continue
+                    session.close()
+            finally:
+                os.close(devnull)
+        super()._after_fork()
+        self._idle = []
+        self._threads = {}
+        self._sessions = weakref.WeakSet()
+
+    def bench_peers(self) -> list[BenchSubject]:
+        from locks_mysql.bench import peers
+
+        return peers(self)
+
+
+def _matches(prefix: str, rest: str, hashed: bool, backend: UserLockBackend) -> bool:
+    if not hashed:
+        return rest.startswith(prefix)
+    # A hashed key keeps a readable stem: the first characters of the name, unsafe ones as "_".
+    stem = rest.split(HASH_MARKER, 1)[0]
+    wanted = "".join(c if c in backend.key_spec.safe_chars else "_" for c in prefix).lower()
+    return stem.startswith(wanted[: len(stem)]) if len(wanted) > len(stem) else stem.startswith(wanted)
