@@ -1,0 +1,547 @@
+"""Leases in a lock table, on any Django database (PostgreSQL, MySQL/MariaDB, SQLite).
+
+A lock is a row of ``locks_rowlock_lock``, held while its ``expires_at`` is later than the
+database's clock. Acquire is one conditional upsert (take the row when it is free or expired),
+release and extend one conditional update on the hold's fencing token (``version``): an old
+holder whose lease expired and was taken finds another version and gets ``LockLost`` without
+touching the new holder's row.
+
+Every statement runs in autocommit on a connection the backend owns (see
+:mod:`locks_rowlock.connections`): a lock taken inside the caller's ``transaction.atomic()`` is
+visible at once and survives the caller's rollback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from typing import Any, ClassVar, TypeVar
+
+from django.core.exceptions import ImproperlyConfigured
+
+from locks.backends import (
+    FENCING,
+    FORCE_RELEASE,
+    LISTING,
+    NOTIFY,
+    TTL,
+    WATCHDOG,
+    BackendSpec,
+    BaseLockBackend,
+    BenchSubject,
+    Hold,
+    HolderInfo,
+    LockRequest,
+)
+from locks.exceptions import BackendUnavailable, LockLost
+from locks.keys import Key, KeySpec, LockName
+from locks_rowlock.connections import (
+    URL_SCHEMES,
+    ConnectionPool,
+    ensure_django_settings,
+    off_loop,
+    own_settings,
+    settings_from_url,
+)
+from locks_rowlock.dialects import DIALECTS, TABLE, Dialect, PostgreSQLDialect
+
+T = TypeVar("T")
+
+#: Keys fit the ``lock_key`` column; longer or unsafe names are hashed by ``locks.keys``.
+KEY_SPEC = KeySpec(max_length=200)
+_FIELD_MAX = 255
+_OPTIONS = {"DATABASE", "NOTIFY", "POLL_MIN", "POLL_MAX", "NOTIFY_POLL", "DEFAULT_TTL", "CREATE_TABLE"}
+
+
+def digest_of(key: Key) -> str:
+    """The primary key of a lock's row: SHA-256 of its key (names of any length fit)."""
+    return hashlib.sha256(str(key).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def display_name(name: LockName) -> str:
+    """The name as stored for display: text columns take no NUL and no lone surrogate."""
+    text = str(name).encode("utf-8", "backslashreplace").decode("utf-8")
+    return text.replace("\x00", "\\x00")
+
+
+def _flag(value: Any, what: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        return value.lower() in ("1", "true", "yes", "on")
+    raise TypeError(f"OPTIONS[{what!r}] must be a bool, not {value!r}")
+
+
+def _seconds(value: Any, what: str) -> float:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"OPTIONS[{what!r}] must be a number of seconds, not {value!r}") from None
+    if not seconds > 0 or seconds == float("inf"):
+        raise ValueError(f"OPTIONS[{what!r}] must be positive and finite, not {value!r}")
+    return seconds
+
+
+def _unix(value: Any) -> float | None:
+    """A datetime read back from the database (aware, naive UTC, or SQLite text) as Unix time."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        from django.utils.dateparse import parse_datetime
+
+        parsed = parse_datetime(value)
+        if parsed is None:
+            return None
+        value = parsed
+    if isinstance(value, datetime):
+        moment: datetime = value
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)  # stored as UTC by the SQL clocks
+        return moment.timestamp()
+    return None
+
+
+class RowLockBackend(BaseLockBackend):
+    """Leases in a lock table, through a Django ``DATABASES`` entry or a URL.
+
+    ``LOCATION``: empty (use ``OPTIONS["DATABASE"]``) or a ``rowlock+postgresql://``,
+    ``rowlock+mysql://`` or ``rowlock+sqlite:///path`` URL.
+
+    ``OPTIONS``:
+
+    * ``DATABASE``: the ``DATABASES`` alias whose database holds the lock table (default
+      ``"default"``); the backend opens its own connections with that entry's settings.
+    * ``DEFAULT_TTL``: the lease of a lock that gives no ``ttl`` (default 60 s).
+    * ``NOTIFY``: PostgreSQL only, wake waiters with ``LISTEN/NOTIFY`` (default true).
+    * ``POLL_MIN``/``POLL_MAX``: bounds of the polling backoff (default 1 ms and 25 ms).
+    * ``NOTIFY_POLL``: with notifications, the longest a waiter sleeps between attempts (for
+      leases that expire without a release; default 250 ms).
+    * ``CREATE_TABLE``: create the lock table when missing (default: true for URLs, false for a
+      ``DATABASES`` alias, where ``migrate`` creates it).
+
+    For URLs, other query parameters are passed to the database driver (``connect_timeout``...).
+    """
+
+    capabilities: ClassVar[frozenset[str]] = frozenset({TTL, FENCING, LISTING, FORCE_RELEASE, WATCHDOG})
+    key_spec: ClassVar[KeySpec] = KEY_SPEC
+    url_schemes: ClassVar[tuple[str, ...]] = URL_SCHEMES
+    default_ttl: ClassVar[float | None] = 60.0
+    poll_min: ClassVar[float] = 0.001
+    poll_max: ClassVar[float] = 0.025
+    notify_poll: ClassVar[float] = 0.25
+
+    def __init__(
+        self, alias: str = "default", location: str | None = None, options: Mapping[str, Any] | None = None
+    ) -> None:
+        super().__init__(alias, location, options)
+        opts = {str(k).upper(): v for k, v in self.options.items()}
+        database = opts.pop("DATABASE", None)
+        notify = _flag(opts.pop("NOTIFY", True), "NOTIFY")
+        create = opts.pop("CREATE_TABLE", None)
+        for what in ("POLL_MIN", "POLL_MAX", "NOTIFY_POLL", "DEFAULT_TTL"):
+            if what in opts:
+                setattr(self, what.lower(), _seconds(opts.pop(what), what))
+        if self.poll_min > self.poll_max:
+            raise ValueError("OPTIONS['POLL_MIN'] must not exceed OPTIONS['POLL_MAX']")
+        if location:
+            if database is not None:
+                raise ValueError("give either a LOCATION URL or OPTIONS['DATABASE'], not both")
+            if not isinstance(location, str):
+                raise TypeError(f"LOCATION must be a URL str, not {type(location).__name__}")
+            ensure_django_settings()
+            base, _query = settings_from_url(location)
+            # Query parameters that are not ours go to the driver.
+            driver = {k: v for k, v in self.options.items() if str(k).upper() in opts}
+            self.database = None
+            self.create_table = True if create is None else _flag(create, "CREATE_TABLE")
+            settings = own_settings(base, _driver_values(driver))
+        else:
+            if opts:
+                raise ValueError(
+                    f"unknown OPTIONS for the lock-table backend: {sorted(opts)} (known: {sorted(_OPTIONS)})"
+                )
+            database = "default" if database is None else database
+            if not isinstance(database, str):
+                raise TypeError(f"OPTIONS['DATABASE'] must be a DATABASES alias (str), not {type(database).__name__}")
+            self.database = database
+            self.create_table = False if create is None else _flag(create, "CREATE_TABLE")
+            settings = self._settings_of_alias(database)
+        self._pool = ConnectionPool(settings, f"locks-{alias}")
+        dialect_class = DIALECTS.get(self._pool.vendor)
+        if dialect_class is None:
+            raise ImproperlyConfigured(
+                f"the lock-table backend supports PostgreSQL, MySQL/MariaDB and SQLite, not {self._pool.vendor!r}"
+            )
+        self.vendor = self._pool.vendor
+        self.dialect: Dialect = dialect_class(TABLE)
+        self.notify = notify and isinstance(self.dialect, PostgreSQLDialect)
+        if self.notify:
+            from locks_rowlock.notify import Listener
+
+            self.capabilities = type(self).capabilities | {NOTIFY}  # type: ignore[misc]
+            self._listener: Listener | None = Listener(self._pool, PostgreSQLDialect.channel)
+        else:
+            self._listener = None
+        self._table_checked = not self.create_table
+        self._table_lock = threading.Lock()
+
+    @staticmethod
+    def _settings_of_alias(database: str) -> dict[str, Any]:
+        from django.db import connections
+
+        try:
+            entry = connections.settings[database]
+        except Exception as exc:  # ConnectionDoesNotExist, or settings not configured
+            raise ImproperlyConfigured(f"OPTIONS['DATABASE'] = {database!r} is not in DATABASES: {exc}") from exc
+        return own_settings(entry)
+
+    def spec(self) -> BackendSpec:
+        base = super().spec()
+        # A DATABASES alias means Django settings: the worker process configures Django first.
+        setup = None if self.location else "locks_rowlock.setup_django"
+        return BackendSpec(base.backend, base.location, base.options, setup)
+
+    def bench_peers(self) -> list[BenchSubject]:
+        from locks_rowlock.bench import peers
+
+        return peers(self)
+
+    # -- running statements ------------------------------------------------------------------
+    def _run(self, work: Callable[[Any], T], *, name: LockName | None = None, retry: bool = True) -> T:
+        """Run ``work(cursor)`` on one of the backend's connections.
+
+        A connection that cannot be opened raises :class:`BackendUnavailable`. A reused connection
+        that fails (it died while idle: server restart, proxy timeout) is dropped and ``work``
+        retried once on a fresh one when ``retry``.
+        """
+        if not self._table_checked:
+            self._ensure_table()
+        while True:
+            wrapper, reused = self._pool.get()
+            try:
+                if wrapper.connection is None:
+                    off_loop(wrapper.ensure_connection)
+            except Exception as exc:  # django.db.utils.Error and driver errors alike
+                self._pool.discard(wrapper)
+                raise BackendUnavailable(f"cannot reach the lock table's database: {exc}", name) from exc
+            connection = wrapper.connection
+            cursor = connection.cursor()
+            try:
+                result = work(cursor)
+            except wrapper.Database.Error as exc:
+                _close(cursor)
+                if self._is_busy(exc):
+                    self._pool.put(wrapper)
+                    raise _Busy from exc
+                broken = not _usable(wrapper)
+                if broken:
+                    self._pool.discard(wrapper)
+                    if reused and retry:
+                        continue
+                    raise BackendUnavailable(f"lost the connection to the lock table's database: {exc}", name) from exc
+                self._pool.put(wrapper)
+                text = str(exc)
+                if (self.dialect.table in text and "exist" in text) or "no such table" in text:
+                    raise ImproperlyConfigured(
+                        f"the lock table {TABLE!r} is missing or out of date: add 'locks_rowlock' to "
+                        f"INSTALLED_APPS and run `manage.py migrate` on the {self.database or 'URL'} database ({exc})"
+                    ) from exc
+                raise
+            except BaseException:
+                _close(cursor)
+                self._pool.discard(wrapper)
+                raise
+            _close(cursor)
+            self._pool.put(wrapper)
+            return result
+
+    def _is_busy(self, exc: BaseException) -> bool:
+        code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+        if code is not None and code in self.dialect.busy_codes:
+            return True
+        messages = getattr(self.dialect, "busy_messages", ())
+        return any(m in str(exc) for m in messages)
+
+    def _execute(self, sql: str, params: tuple[Any, ...], **kwargs: Any) -> int:
+        statement = self.dialect.sql(sql)
+
+        def work(cursor: Any) -> int:
+            cursor.execute(statement, params)
+            count = cursor.rowcount
+            if cursor.description is not None:
+                count = len(cursor.fetchall())
+            return int(count)
+
+        return self._run(work, **kwargs)
+
+    def _fetch(self, sql: str, params: tuple[Any, ...], **kwargs: Any) -> list[tuple[Any, ...]]:
+        statement = self.dialect.sql(sql)
+
+        def work(cursor: Any) -> list[tuple[Any, ...]]:
+            cursor.execute(statement, params)
+            return list(cursor.fetchall())
+
+        return self._run(work, **kwargs)
+
+    def _ensure_table(self) -> None:
+        with self._table_lock:
+            if self._table_checked:
+                return
+            wrapper = self._pool.new()
+            try:
+                off_loop(wrapper.ensure_connection)
+                if TABLE not in wrapper.introspection.table_names():
+                    create_table(wrapper)
+            except Exception as exc:
+                raise BackendUnavailable(f"cannot reach the lock table's database: {exc}") from exc
+            finally:
+                self._pool.discard(wrapper)
+            self._table_checked = True
+
+    # -- the primitives ---------------------------------------------------------------------
+    def try_acquire(self, request: LockRequest) -> Hold | None:
+        digest = digest_of(request.key)
+        owner = request.owner
+        row = (
+            digest,
+            str(request.key),
+            display_name(request.name),
+            owner.host[:_FIELD_MAX],
+            owner.pid,
+            owner.thread[:_FIELD_MAX],
+            owner.id[:32],
+        )
+        ttl = request.ttl if request.ttl is not None else self.default_ttl or 60.0
+        try:
+            version = self._run(lambda cursor: self.dialect.acquire(cursor, row, ttl), name=request.name)
+        except _Busy:
+            return None
+        if version is None:
+            return None
+        return Hold(request, data=digest, token=version)
+
+    def acquire(self, request: LockRequest, timeout: float | None) -> Hold | None:
+        """Wait for the lock: polling with backoff and jitter, or, with ``NOTIFY``, woken by the
+        release.
+
+        A failed upsert is not free on MySQL and SQLite: it locks the row (or the database file)
+        and queues behind the holder's release. There a waiter that wakes on its timer first
+        looks with a plain read, and only tries when the lease looks free or expired; one woken
+        by a release tries at once. On PostgreSQL a busy attempt is itself a read (see
+        :class:`~locks_rowlock.dialects.PostgreSQLDialect`).
+        """
+        hold = self.try_acquire(request)
+        if hold is not None or timeout == 0:
+            return hold
+        started = time.monotonic()
+        deadline = None if timeout is None else started + timeout
+        digest = digest_of(request.key)
+        listener = self._listener
+        # Subscribe, then look again: a release between the failed try and the wait still wakes us.
+        event = listener.subscribe(digest) if listener is not None else None
+        delay = self.poll_min
+        woken = False
+        try:
+            while True:
+                if event is not None:
+                    event.clear()
+                if woken or self.dialect.cheap_busy_acquire or not self._looks_held(digest):
+                    hold = self.try_acquire(request)
+                    if hold is not None:
+                        return hold
+                now = time.monotonic()
+                if woken:
+                    # Another waiter won this release. Under heavy contention every release
+                    # wakes every waiter of every process: losers back off before listening
+                    # again (a release meanwhile still sets the event), so a herd cannot
+                    # starve the holder of CPU and row access.
+                    pause = delay * random.uniform(0.5, 1.0)
+                    delay = self.next_poll_delay(delay, now - started)
+                    if deadline is not None:
+                        pause = min(pause, max(0.0, deadline - now))
+                    time.sleep(pause)
+                    now = time.monotonic()
+                if deadline is not None and now >= deadline:
+                    return None
+                if listener is not None and listener.ready.is_set():
+                    pause = self.notify_poll * random.uniform(0.8, 1.0)
+                else:
+                    pause = delay * random.uniform(0.5, 1.0)  # jitter: waiters do not retry in step
+                    delay = self.next_poll_delay(delay, now - started)
+                if deadline is not None:
+                    pause = min(pause, deadline - now)
+                if event is not None:
+                    woken = event.wait(pause)
+                else:
+                    time.sleep(pause)
+        finally:
+            if listener is not None and event is not None:
+                listener.unsubscribe(digest, event)
+
+    def _looks_held(self, digest: str) -> bool:
+        try:
+            return bool(self._fetch(self.dialect.is_locked_sql, (digest,)))
+        except _Busy:
+            return True
+
+    def release(self, hold: Hold) -> None:
+        sql = self.dialect.release_notify_sql if self.notify else self.dialect.release_sql  # type: ignore[attr-defined]
+        if self._execute_settled(sql, (hold.data, hold.token), hold.name) != 1:
+            raise LockLost(
+                f"{hold.name!r} was no longer held at release: its lease expired and another holder took it, "
+                "or it was force-released",
+                hold.name,
+            )
+
+    def extend(self, hold: Hold, ttl: float) -> None:
+        params = (self.dialect.lease(ttl), hold.data, hold.token)
+        if self._execute_settled(self.dialect.extend_sql, params, hold.name) != 1:
+            raise LockLost(f"{hold.name!r} could not be extended: another holder took it or it was forced", hold.name)
+
+    def _execute_settled(self, sql: str, params: tuple[Any, ...], name: LockName | None) -> int:
+        # Release and extend must not give up on a busy database: wait out contention.
+        deadline = time.monotonic() + 30.0
+        while True:
+            try:
+                return self._execute(sql, params, name=name, retry=False)
+            except _Busy:
+                if time.monotonic() > deadline:
+                    raise BackendUnavailable(f"the lock table stayed busy for 30 s ({name!r})", name) from None
+                time.sleep(0.01)
+
+    def check(self, hold: Hold) -> bool:
+        return bool(self._fetch(self.dialect.check_sql, (hold.data, hold.token), name=hold.name))
+
+    def is_locked(self, key: Key) -> bool:
+        try:
+            return bool(self._fetch(self.dialect.is_locked_sql, (digest_of(key),)))
+        except _Busy:
+            return True
+
+    def holders(self, prefix: str | None = None) -> list[HolderInfo]:
+        rows = self._fetch(self.dialect.holders_sql, ())
+        found = []
+        for key, name, host, pid, thread, owner_uuid, version, acquired_at, expires_at in rows:
+            if prefix is not None and not str(name).startswith(prefix):
+                continue
+            found.append(
+                HolderInfo(
+                    key=key,
+                    name=name,
+                    owner=f"{host}:{pid}:{thread}",
+                    pid=pid,
+                    host=host,
+                    since=_unix(acquired_at),
+                    expires_at=_unix(expires_at),
+                    token=int(version),
+                    extra={"owner_id": owner_uuid, "thread": thread},
+                )
+            )
+        found.sort(key=lambda info: (str(info.name), str(info.key)))
+        return found
+
+    def force_release(self, name: LockName) -> int:
+        key = self.make_key(self.validate_name(name))
+        sql = self.dialect.force_release_notify_sql if self.notify else self.dialect.force_release_sql  # type: ignore[attr-defined]
+        return self._execute_settled(sql, (digest_of(key),), name)
+
+    def force_release_rows(self, digests: list[str]) -> int:
+        """Force-release rows by digest (the admin's action); the number of live holds broken."""
+        sql = self.dialect.force_release_notify_sql if self.notify else self.dialect.force_release_sql  # type: ignore[attr-defined]
+        return sum(self._execute_settled(sql, (digest,), None) for digest in digests)
+
+    def remove_stale_rows(self, older_than: float = 86400.0) -> int:
+        """Delete rows released or expired more than ``older_than`` seconds ago (by the database's
+        clock); the number deleted. A held lock's row is never deleted; a deleted name's next
+        fencing token still exceeds every earlier one (see :mod:`locks_rowlock.dialects`)."""
+        seconds = _seconds(older_than, "older_than")
+        if seconds < 60:
+            raise ValueError("older_than must be at least 60 seconds: a younger row may still be in use")
+        return self._execute_settled(self.dialect.stale_sql, tuple(self.dialect.stale_params(seconds)), None)
+
+    def close(self) -> None:
+        if self._listener is not None:
+            self._listener.stop()
+        self._pool.close()
+
+    def _after_fork(self) -> None:
+        super()._after_fork()
+        if self._listener is not None:
+            self._listener.forget()
+
+
+class _Busy(Exception):
+    """The database reported contention on the row (deadlock victim, busy file)."""
+
+
+def _close(cursor: Any) -> None:
+    try:
+        cursor.close()
+    except Exception:  # noqa: BLE001 - the connection may be gone
+        pass
+
+
+def _usable(wrapper: Any) -> bool:
+    try:
+        return bool(wrapper.is_usable())
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _driver_values(options: Mapping[str, Any]) -> dict[str, Any]:
+    """URL query values are strings; drivers want numbers where they look like numbers."""
+    values: dict[str, Any] = {}
+    for key, value in options.items():
+        if isinstance(value, str) and value.isdigit():
+            values[key] = int(value)
+        else:
+            values[key] = value
+    return values
+
+
+def create_table(wrapper: Any) -> None:
+    """Create the lock table on a connection (for URL-built backends, outside migrations)."""
+    from django.apps import apps
+
+    if apps.ready and apps.is_installed("locks_rowlock"):
+        from locks_rowlock.models import RowLock
+
+        model: Any = RowLock
+    else:
+        model = unregistered_model()
+    # Not atomic: Django's atomic() looks the connection up by alias, and ours is not in DATABASES.
+    try:
+        with wrapper.schema_editor(atomic=False) as editor:
+            editor.create_model(model)
+    except Exception:
+        if TABLE not in wrapper.introspection.table_names():
+            raise  # not a race with another process creating it
+
+
+def unregistered_model() -> Any:
+    """The lock model in a private app registry, for when the app is not installed (the same
+    columns as :class:`locks_rowlock.models.RowLock`: a test keeps them in step)."""
+    from django.apps.registry import Apps
+    from django.db import models
+
+    meta = type("Meta", (), {"db_table": TABLE, "app_label": "locks_rowlock", "apps": Apps()})
+    attrs: dict[str, Any] = {
+        "__module__": __name__,
+        "Meta": meta,
+        "digest": models.CharField(max_length=64, primary_key=True),
+        "lock_key": models.CharField(max_length=255),
+        "name": models.TextField(),
+        "host": models.CharField(max_length=255, blank=True, default=""),
+        "pid": models.IntegerField(null=True, blank=True),
+        "thread": models.CharField(max_length=255, blank=True, default=""),
+        "owner_uuid": models.CharField(max_length=32, blank=True, default=""),
+        "version": models.BigIntegerField(default=0),
+        "acquired_at": models.DateTimeField(null=True, blank=True),
+        "expires_at": models.DateTimeField(null=True, blank=True, db_index=True),
+        "waiters": models.IntegerField(default=0),
+    }
+    return type("RowLock", (models.Model,), attrs)

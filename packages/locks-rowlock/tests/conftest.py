@@ -1,0 +1,104 @@
+"""Configure Django for locks-rowlock's tests and create the lock table on every database."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import rowlock_test_settings
+
+rowlock_test_settings.setup()
+
+from locks_contract import server_unreachable  # noqa: E402
+
+VENDOR_ALIASES = {"postgresql": "pg", "mysql": "mysql", "sqlite": "default"}
+_migrated: dict[str, str | None] = {}
+
+
+def migrate(alias: str) -> None:
+    """Create the lock table on ``alias`` once per run (fails the test when the server is down)."""
+    if alias not in _migrated:
+        from django.core.management import call_command
+        from django.db import connections
+
+        try:
+            call_command("migrate", "locks_rowlock", database=alias, verbosity=0)
+            _migrated[alias] = None
+        except Exception as exc:
+            _migrated[alias] = f"{type(exc).__name__}: {exc}"
+        finally:
+            connections[alias].close()
+    if _migrated[alias] is not None:
+        server_unreachable(f"database {alias!r}: {_migrated[alias]}")
+
+
+@pytest.fixture(params=["postgresql", "mysql", "sqlite"])
+def vendor(request: pytest.FixtureRequest) -> str:
+    migrate(VENDOR_ALIASES[request.param])
+    return str(request.param)
+
+
+PGBOUNCER = "/usr/sbin/pgbouncer"
+
+
+@pytest.fixture(scope="session")
+def pgbouncer() -> Iterator[int]:
+    """PgBouncer in transaction pooling in front of the test PostgreSQL, on the port the
+    settings chose; stopped at the end of the session."""
+    import os
+    import shutil
+    import socket
+    import subprocess
+    import tempfile
+    import time
+    from pathlib import Path
+    from urllib.parse import urlsplit
+
+    binary = shutil.which("pgbouncer") or (PGBOUNCER if os.path.exists(PGBOUNCER) else None)
+    if binary is None:
+        server_unreachable("pgbouncer is not installed")
+    port = rowlock_test_settings.pgbouncer_port()
+    upstream = urlsplit(os.environ.get("LOCKS_PG_URL", "postgresql://postgres@127.0.0.1:5432/test"))
+    user = upstream.username or "postgres"
+    # pgbouncer refuses to run as root: it drops to "nobody", who must read its files (pytest's
+    # own temporary directories are private to root).
+    directory = Path(tempfile.mkdtemp(prefix="locks-rowlock-pgbouncer-"))
+    directory.chmod(0o755)
+    (directory / "userlist.txt").write_text(f'"{user}" "{upstream.password or ""}"\n')
+    (directory / "pgbouncer.ini").write_text(
+        "[databases]\n"
+        f"* = host={upstream.hostname or '127.0.0.1'} port={upstream.port or 5432}\n"
+        "[pgbouncer]\n"
+        f"listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
+        f"auth_type = trust\nauth_file = {directory / 'userlist.txt'}\n"
+        "pool_mode = transaction\nmax_client_conn = 500\ndefault_pool_size = 20\n"
+        "ignore_startup_parameters = extra_float_digits,options\n"
+    )
+    for path in directory.iterdir():
+        path.chmod(0o644)
+    command = [binary, str(directory / "pgbouncer.ini")]
+    if os.geteuid() == 0:
+        command[1:1] = ["-u", "nobody"]
+    log = open(directory / "pgbouncer.log", "wb")  # noqa: SIM115 - open while pgbouncer runs
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                log.close()
+                server_unreachable(f"pgbouncer did not start: {(directory / 'pgbouncer.log').read_text()}")
+            time.sleep(0.05)
+    try:
+        yield port
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+        shutil.rmtree(directory, ignore_errors=True)
