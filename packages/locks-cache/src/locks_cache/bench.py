@@ -1,0 +1,235 @@
+"""Peers measured beside the cache backends by ``locks bench --peers``.
+
+Each class is built again in every worker process and follows the bench protocol:
+``acquire(name)`` blocks until held, ``release(name)``, ``close()``. Peers run with their
+defaults (that is what their users get), on keys of their own.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+from locks.backends.spec import BackendSpec, BenchSubject
+
+if TYPE_CHECKING:
+    from locks_cache.memcached_lock import MemcachedLockBackend
+    from locks_cache.redis_lock import RedisLockBackend
+
+_LEASE = 60  # seconds: every peer gets the same lease, long enough never to expire mid-run
+
+_COMPARE_AND_DELETE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+
+
+def _importable(module: str) -> bool:
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
+def _driver_url(backend: RedisLockBackend) -> str:
+    return backend._driver_url()[0]
+
+
+def redis_peers(backend: RedisLockBackend) -> list[BenchSubject]:
+    url = _driver_url(backend)
+    peers = [BenchSubject("raw SET NX + Lua release (floor)", "locks_cache.bench:RawRedis", {"url": url})]
+    for module, label, factory in (
+        ("redis", "redis-py Lock", "locks_cache.bench:RedisPyLock"),
+        ("redis_lock", "python-redis-lock", "locks_cache.bench:PythonRedisLock"),
+        ("pottery", "pottery Redlock (1 node)", "locks_cache.bench:PotteryRedlock"),
+        ("django_lock", "django-cache-lock (RedisCache)", "locks_cache.bench:DjangoCacheLock"),
+    ):
+        if _importable(module):
+            kwargs = {"url": url}
+            if factory.endswith("DjangoCacheLock"):
+                kwargs = {"backend": "django.core.cache.backends.redis.RedisCache", "location": url}
+            peers.append(BenchSubject(label, factory, kwargs))
+    memcached = os.environ.get("LOCKS_MEMCACHED_URL")
+    if memcached:
+        from locks.bench import backend_subject
+
+        peers.append(
+            backend_subject("locks-cache Memcached", BackendSpec("locks_cache.MemcachedLockBackend", memcached))
+        )
+    return peers
+
+
+def memcached_peers(backend: MemcachedLockBackend) -> list[BenchSubject]:
+    server = backend._server_url.split("?")[0]
+    peers = [BenchSubject("raw add + gets/cas release (floor)", "locks_cache.bench:RawMemcached", {"url": server})]
+    if _importable("django_lock"):
+        peers.append(
+            BenchSubject(
+                "django-cache-lock (PyMemcacheCache)",
+                "locks_cache.bench:DjangoCacheLock",
+                {
+                    "backend": "django.core.cache.backends.memcached.PyMemcacheCache",
+                    "location": server.removeprefix("memcached://"),
+                },
+            )
+        )
+    redis_url = os.environ.get("LOCKS_REDIS_URL")
+    if redis_url:
+        from locks.bench import backend_subject
+
+        peers.append(backend_subject("locks-cache Redis", BackendSpec("locks_cache.RedisLockBackend", redis_url)))
+    return peers
+
+
+class RawRedis:
+    """The floor: one ``SET NX PX`` to acquire (polling every millisecond when busy) and one
+    ``EVALSHA`` compare-and-delete to release. No fencing, no wake-up, no bookkeeping."""
+
+    def __init__(self, url: str) -> None:
+        import redis
+
+        self.client = redis.Redis.from_url(url)
+        self.release_script = self.client.register_script(_COMPARE_AND_DELETE)
+        self.tokens: dict[str, bytes] = {}
+
+    def acquire(self, name: str) -> None:
+        token = os.urandom(16).hex().encode()
+        key = "bench-raw:" + name
+        while not self.client.set(key, token, nx=True, px=_LEASE * 1000):
+            time.sleep(0.001)
+        self.tokens[name] = token
+
+    def release(self, name: str) -> None:
+        self.release_script(["bench-raw:" + name], [self.tokens.pop(name)])
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class RedisPyLock:
+    """redis-py's ``Redis.lock()`` (polls every 100 ms while busy, by default)."""
+
+    def __init__(self, url: str) -> None:
+        import redis
+
+        self.client = redis.Redis.from_url(url)
+        self.locks: dict[str, Any] = {}
+
+    def acquire(self, name: str) -> None:
+        lock = self.locks.get(name)
+        if lock is None:
+            lock = self.locks[name] = self.client.lock("bench-redispy:" + name, timeout=_LEASE)
+        lock.acquire()
+
+    def release(self, name: str) -> None:
+        self.locks[name].release()
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class PythonRedisLock:
+    """python-redis-lock (waiters block on a signal list)."""
+
+    def __init__(self, url: str) -> None:
+        import redis
+
+        self.client = redis.Redis.from_url(url)
+        self.locks: dict[str, Any] = {}
+
+    def acquire(self, name: str) -> None:
+        import redis_lock
+
+        lock = redis_lock.Lock(self.client, "bench-prl:" + name, expire=_LEASE)
+        lock.acquire()
+        self.locks[name] = lock
+
+    def release(self, name: str) -> None:
+        self.locks.pop(name).release()
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class PotteryRedlock:
+    """pottery's ``Redlock`` with one master."""
+
+    def __init__(self, url: str) -> None:
+        import redis
+
+        self.client = redis.Redis.from_url(url)
+        self.locks: dict[str, Any] = {}
+
+    def acquire(self, name: str) -> None:
+        from pottery import Redlock
+
+        lock = self.locks.get(name)
+        if lock is None:
+            lock = self.locks[name] = Redlock(
+                key="bench-pottery:" + name, masters={self.client}, auto_release_time=_LEASE
+            )
+        lock.acquire()
+
+    def release(self, name: str) -> None:
+        self.locks[name].release()
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class DjangoCacheLock:
+    """django-cache-lock's ``lock()`` on a Django cache (polls every 100 ms while busy)."""
+
+    def __init__(self, backend: str, location: str) -> None:
+        import django
+        from django.conf import settings
+
+        if not settings.configured:
+            settings.configure(CACHES={"default": {"BACKEND": backend, "LOCATION": location}})
+            django.setup()
+        self.locks: dict[str, Any] = {}
+
+    def acquire(self, name: str) -> None:
+        from django_lock import lock
+
+        handle = self.locks.get(name)
+        if handle is None:
+            handle = self.locks[name] = lock("bench-dcl:" + name, timeout=_LEASE)
+        handle.acquire()
+
+    def release(self, name: str) -> None:
+        self.locks[name].release()
+
+    def close(self) -> None:
+        pass
+
+
+class RawMemcached:
+    """The Memcached floor: ``add`` to acquire (polling every millisecond), ``gets`` + ``cas`` to
+    release without touching another holder's lock."""
+
+    def __init__(self, url: str) -> None:
+        from pymemcache.client.base import Client
+
+        from locks_cache.memcached_lock import parse_server
+
+        self.client = Client(parse_server(url), default_noreply=False, no_delay=True)
+        self.tokens: dict[str, bytes] = {}
+
+    def acquire(self, name: str) -> None:
+        token = os.urandom(16).hex().encode()
+        key = "bench-raw:" + name
+        while not self.client.add(key, token, expire=_LEASE, noreply=False):
+            time.sleep(0.001)
+        self.tokens[name] = token
+
+    def release(self, name: str) -> None:
+        key = "bench-raw:" + name
+        value, cas = self.client.gets(key)
+        if value == self.tokens.pop(name):
+            self.client.cas(key, value, cas, expire=-1, noreply=False)
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,208 @@
+"""Django settings and servers for locks-cache's tests.
+
+Redis is the one at ``LOCKS_REDIS_URL`` (default ``redis://127.0.0.1:6379/0``); Memcached is
+started here, on a free loopback port, for the whole session (``/usr/bin/memcached`` or
+``LOCKS_MEMCACHED_BIN``), unless ``LOCKS_MEMCACHED_URL`` names one already running.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import django
+import pytest
+from django.conf import settings
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
+
+from locks_contract import AbstractNameTests, server_unreachable
+
+REDIS_URL = os.environ.get("LOCKS_REDIS_URL", "redis://127.0.0.1:6379/0")
+#: Every key of this run lives under this namespace: runs on a shared server never meet.
+NAMESPACE = f"locks-test-{uuid.uuid4().hex[:8]}:"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+#: Chosen once, here, so the CACHES setting and the processes the contract spawns (which inherit
+#: the environment) agree on it; the session fixture ``memcached_url`` starts the server on it.
+EXTERNAL_MEMCACHED = os.environ.get("LOCKS_MEMCACHED_URL")
+if not EXTERNAL_MEMCACHED:
+    os.environ.setdefault("LOCKS_TEST_MEMCACHED_PORT", str(free_port()))
+MEMCACHED_URL = EXTERNAL_MEMCACHED or f"memcached://127.0.0.1:{os.environ['LOCKS_TEST_MEMCACHED_PORT']}"
+#: A port nothing listens on (unreachable-server cases).
+os.environ.setdefault("LOCKS_TEST_CLOSED_PORT", str(free_port()))
+CLOSED_PORT = int(os.environ["LOCKS_TEST_CLOSED_PORT"])
+
+
+def django_settings() -> None:
+    """Settings for the test process and the worker processes the contract spawns."""
+    if settings.configured:
+        return
+    settings.configure(
+        INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth", "locks"],
+        DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
+        CACHES=cache_settings(),
+        USE_TZ=True,
+        DEFAULT_AUTO_FIELD="django.db.models.AutoField",
+    )
+    django.setup()
+
+
+def cache_settings() -> dict[str, dict[str, object]]:
+    pymemcache = "django.core.cache.backends.memcached.PyMemcacheCache"
+    return {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "redis": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "OPTIONS": {"socket_timeout": 5},
+        },
+        "redis-no-timeout": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL},
+        "redis-down": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{CLOSED_PORT}/0",
+        },
+        "memcached": {"BACKEND": pymemcache, "LOCATION": MEMCACHED_URL.removeprefix("memcached://")},
+        "memcached-down": {"BACKEND": pymemcache, "LOCATION": f"127.0.0.1:{CLOSED_PORT}"},
+        "memcached-two": {"BACKEND": pymemcache, "LOCATION": ["127.0.0.1:1", "127.0.0.1:2"]},
+        "locmem": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "files": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": os.path.join(tempfile.gettempdir(), "locks-cache-tests"),
+        },
+        "dummy": {"BACKEND": "django.core.cache.backends.dummy.DummyCache"},
+        "database": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "cache_table"},
+    }
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def wait_for_port(port: int, within: float) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+@pytest.fixture(scope="session")
+def memcached_url() -> Iterator[str]:
+    """A memcached server for this session (stopped at the end)."""
+    if EXTERNAL_MEMCACHED:
+        yield EXTERNAL_MEMCACHED
+        return
+    binary = os.environ.get("LOCKS_MEMCACHED_BIN") or shutil.which("memcached") or "/usr/bin/memcached"
+    if not os.path.exists(binary):
+        server_unreachable(f"memcached is not installed ({binary})")
+    port = int(os.environ["LOCKS_TEST_MEMCACHED_PORT"])
+    process = subprocess.Popen(
+        [binary, "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-m", "64", "-t", "2"]
+        + (["-u", "root"] if os.geteuid() == 0 else []),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        if not wait_for_port(port, 10):
+            process.kill()
+            server_unreachable(f"memcached did not start: {process.stderr.read().decode() if process.stderr else ''}")
+        yield MEMCACHED_URL
+    finally:
+        process.terminate()
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.fixture(scope="session")
+def closed_port() -> int:
+    return CLOSED_PORT
+
+
+django_settings()
+
+
+class OneExecutorPerClass:
+    """Re-wraps the contract's hypothesis case per subclass. Several contract classes run in this
+    one process, and hypothesis refuses one ``@given`` function called from several classes
+    (``HealthCheck.differing_executors``); the contract's own settings do not suppress it."""
+
+    @hyp_settings(
+        max_examples=25,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.differing_executors],
+    )
+    @given(first=st.text(min_size=1, max_size=300), second=st.text(min_size=1, max_size=300))
+    def test_distinct_arbitrary_names_are_independent_locks(
+        self, backend: Any, other_backend: Any, first: str, second: str
+    ) -> None:
+        AbstractNameTests.test_distinct_arbitrary_names_are_independent_locks.hypothesis.inner_test(  # type: ignore[attr-defined]
+            self, backend, other_backend, first, second
+        )
+
+
+def start_redis_server(*extra: str, port: int | None = None) -> tuple[subprocess.Popen[bytes], int]:
+    """A private redis-server on a free loopback port (no persistence), for the cases that stop,
+    restart or reconfigure a server. Skipped where the redis-server binary is not installed
+    (the shared server at LOCKS_REDIS_URL is what the contract requires)."""
+    binary = os.environ.get("LOCKS_REDIS_SERVER_BIN") or shutil.which("redis-server")
+    if not binary:
+        pytest.skip("redis-server is not installed: private-server cases need it")
+    if port is None:
+        port = free_port()
+        if "--cluster-enabled" in extra:
+            # the cluster bus listens on port + 10000: both must be free and below 65536
+            while port > 55000 or not port_is_free(port + 10000):
+                port = free_port()
+    workdir = tempfile.mkdtemp(prefix="locks-redis-")
+    process = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            workdir,
+            *extra,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    if not wait_for_port(port, 10):
+        process.kill()
+        pytest.fail("the private redis-server did not start")
+    return process, port
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.kill()
+    process.wait(10)

@@ -1,0 +1,310 @@
+"""What the cache backends add to the contract: options, keys, refusals, Redis specifics."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from conftest import MEMCACHED_URL, NAMESPACE, REDIS_URL
+from django.core.exceptions import ImproperlyConfigured
+
+import locks
+from locks import LockLost
+from locks_cache import (
+    DjangoCacheLockBackend,
+    DjangoMemcachedCacheLockBackend,
+    DjangoRedisCacheLockBackend,
+    MemcachedLockBackend,
+    RedisLockBackend,
+)
+from locks_cache.memcached_lock import RELATIVE_EXPIRY_MAX, memcached_expiry, parse_server
+
+
+@pytest.fixture
+def redis_backend() -> Iterator[RedisLockBackend]:
+    backend = RedisLockBackend(location=REDIS_URL, options={"NAMESPACE": NAMESPACE})
+    yield backend
+    backend.close()
+
+
+@pytest.fixture
+def memcached_backend(memcached_url: str) -> Iterator[MemcachedLockBackend]:
+    backend = MemcachedLockBackend(location=memcached_url, options={"NAMESPACE": NAMESPACE})
+    yield backend
+    backend.close()
+
+
+def unique() -> str:
+    return f"t-{uuid.uuid4().hex[:12]}"
+
+
+class TestRedisOptions:
+    def test_url_query_gives_lock_options_and_keeps_driver_options(self) -> None:
+        backend = RedisLockBackend.from_url("redis://127.0.0.1:6379/3?ttl=12&namespace=app:&socket_timeout=4")
+        assert backend.default_ttl == 12.0
+        assert backend.namespace == "app:"
+        assert backend.client.connection_pool.connection_kwargs["socket_timeout"] == 4.0
+        assert backend.client.connection_pool.connection_kwargs["db"] == 3
+
+    def test_connect_picks_the_redis_backend(self) -> None:
+        backend = locks.connect("redis://127.0.0.1:6379/0")
+        assert isinstance(backend, RedisLockBackend)
+        assert isinstance(locks.connect("rediss://user:secret@127.0.0.1:6380/0"), RedisLockBackend)
+
+    def test_tls_and_credentials_come_from_the_url_and_never_show(self) -> None:
+        backend = RedisLockBackend(location="rediss://user:s3cret@127.0.0.1:1/0?ssl_cert_reqs=none")
+        kwargs = backend.client.connection_pool.connection_kwargs
+        assert kwargs["username"] == "user" and kwargs["password"] == "s3cret"
+        assert backend.client.connection_pool.connection_class.__name__ == "SSLConnection"
+        assert "s3cret" not in backend._where()
+
+    @pytest.mark.parametrize(
+        "options",
+        [{"TTL": 0}, {"TTL": "soon"}, {"NAMESPACE": "has space"}, {"CLUSTER": "maybe"}, {"UNKNOWN": 1}],
+    )
+    def test_bad_options_are_improperly_configured(self, options: dict[str, object]) -> None:
+        with pytest.raises(ImproperlyConfigured):
+            RedisLockBackend(location=REDIS_URL, options=options)
+
+    def test_keys_of_one_lock_share_a_cluster_hash_slot(self, redis_backend: RedisLockBackend) -> None:
+        from redis.crc import key_slot
+
+        for name in ("plain", "x" * 500, "{braces}", "🔒"):
+            keys = redis_backend.keys_of(redis_backend.make_key(name))
+            slots = {key_slot(k.encode()) for k in (keys.lock, keys.fence, keys.wait, keys.wake)}
+            assert len(slots) == 1, (name, keys.lock)
+
+
+class TestRedisBehaviour:
+    def test_value_records_the_holder_for_listing(self, redis_backend: RedisLockBackend) -> None:
+        name = unique()
+        with redis_backend.lock(name, timeout=5) as held:
+            (info,) = redis_backend.holders(prefix=name)
+            assert info.name == name
+            assert info.token == held.token
+            assert info.pid is not None and info.expires_at is not None
+
+    def test_shared_holders_are_listed(self, redis_backend: RedisLockBackend) -> None:
+        name = unique()
+        with redis_backend.lock(name, shared=True, timeout=5), redis_backend.lock(name, shared=True, timeout=5):
+            pass  # the same thread nests: one server hold
+        reader = redis_backend.lock(name, shared=True)
+        reader.acquire(timeout=5)
+        key = redis_backend.make_key(name)
+        shared = [h for h in redis_backend.holders() if h.key == key]
+        assert len(shared) == 1 and shared[0].shared
+        reader.release()
+        assert not redis_backend.lock(name).locked()
+
+    def test_an_expired_reader_does_not_block_a_writer(self, redis_backend: RedisLockBackend) -> None:
+        name = unique()
+        reader = redis_backend.lock(name, shared=True, ttl=0.3)
+        reader.acquire(timeout=5)
+        writer = RedisLockBackend(location=REDIS_URL, options={"NAMESPACE": NAMESPACE}).lock(name)
+        assert writer.acquire(timeout=5)
+        with pytest.raises(LockLost):
+            reader.release()
+        writer.release()
+
+    def test_release_of_a_lock_taken_over_after_expiry_leaves_the_new_holder(
+        self, redis_backend: RedisLockBackend
+    ) -> None:
+        name = unique()
+        old = redis_backend.lock(name, ttl=0.2)
+        old.acquire(timeout=5)
+        time.sleep(0.3)
+        new = RedisLockBackend(location=REDIS_URL, options={"NAMESPACE": NAMESPACE}).lock(name, ttl=30)
+        assert new.acquire(timeout=0)
+        with pytest.raises(LockLost):
+            old.release()
+        assert redis_backend.lock(name).locked()
+        new.release()
+
+    def test_fencing_tokens_keep_growing_after_the_counter_expires(self, redis_backend: RedisLockBackend) -> None:
+        name = unique()
+        with redis_backend.lock(name, timeout=5) as held:
+            first = held.token
+        redis_backend.client.delete(redis_backend.keys_of(redis_backend.make_key(name)).fence)
+        with redis_backend.lock(name, timeout=5) as held:
+            assert held.token > first
+
+    def test_a_waiter_is_woken_by_the_release_not_by_polling(self, redis_backend: RedisLockBackend) -> None:
+        name = unique()
+        holder = redis_backend.lock(name)
+        holder.acquire(timeout=5)
+        key = redis_backend.keys_of(redis_backend.make_key(name))
+        results: list[bool] = []
+
+        import threading
+
+        waiter = threading.Thread(target=lambda: results.append(redis_backend.lock(name).acquire(timeout=10)))
+        waiter.start()
+        deadline = time.monotonic() + 5
+        while not redis_backend.client.exists(key.wait):  # the waiter registered and blocks
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        holder.release()
+        waiter.join(10)
+        assert results == [True]
+
+    def test_native_asyncio_uses_no_thread(self, redis_backend: RedisLockBackend) -> None:
+        name = unique()
+
+        async def main() -> bool:
+            async with redis_backend.alock(name, timeout=5, ttl=5) as held:
+                await held.extend(10)
+                return await held.locked()
+
+        assert asyncio.run(main())
+        assert not redis_backend.lock(name).locked()
+
+
+class TestMemcached:
+    def test_expiry_is_never_shorter_than_the_ttl(self) -> None:
+        assert memcached_expiry(0.2) == 2
+        assert memcached_expiry(1.0) == 2
+        assert memcached_expiry(59.5) == 61
+
+    def test_ttl_over_thirty_days_becomes_an_absolute_time(self) -> None:
+        now = 1_800_000_000.0
+        assert memcached_expiry(RELATIVE_EXPIRY_MAX - 1, now) == RELATIVE_EXPIRY_MAX
+        assert memcached_expiry(RELATIVE_EXPIRY_MAX + 10, now) == int(now) + RELATIVE_EXPIRY_MAX + 11
+
+    def test_a_forty_day_lease_holds(self, memcached_backend: MemcachedLockBackend) -> None:
+        name = unique()
+        with memcached_backend.lock(name, ttl=40 * 24 * 3600, timeout=5):
+            assert memcached_backend.lock(name).locked()
+        assert not memcached_backend.lock(name).locked()
+
+    def test_server_addresses(self) -> None:
+        assert parse_server("memcached://10.0.0.1:11311") == ("10.0.0.1", 11311)
+        assert parse_server("127.0.0.1") == ("127.0.0.1", 11211)
+        assert parse_server("memcached:///run/memcached.sock") == "/run/memcached.sock"
+        with pytest.raises(ImproperlyConfigured, match="one server"):
+            parse_server("memcached://a:1,b:2")
+        with pytest.raises(ImproperlyConfigured):
+            parse_server("redis://a:1")
+
+    def test_keys_stay_within_memcached_rules(self, memcached_backend: MemcachedLockBackend) -> None:
+        for name in ("x" * 1000, "white space", "ctrl\x01", "🔒"):
+            key = memcached_backend.server_key(memcached_backend.make_key(name))
+            assert len(key) <= 250
+            assert all(33 <= byte < 127 for byte in key)
+
+    def test_noreply_cannot_be_turned_on(self, memcached_url: str) -> None:
+        backend = MemcachedLockBackend(location=memcached_url, options={"default_noreply": True})
+        assert backend.client.default_noreply is False
+        name = unique()
+        other = MemcachedLockBackend(location=memcached_url)
+        with backend.lock(name, timeout=5):
+            assert not other.lock(name).acquire(timeout=0)
+
+    def test_release_after_expiry_never_deletes_the_new_holder(self, memcached_backend: MemcachedLockBackend) -> None:
+        name = unique()
+        old = memcached_backend.lock(name, ttl=0.1)
+        old.acquire(timeout=5)
+        memcached_backend.force_release(name)  # as if it had expired
+        other = MemcachedLockBackend(location=memcached_backend.location, options={"NAMESPACE": NAMESPACE})
+        new = other.lock(name, ttl=30)
+        assert new.acquire(timeout=0)
+        with pytest.raises(LockLost):
+            old.release()
+        assert memcached_backend.lock(name).locked()
+        new.release()
+
+    def test_url_options(self, memcached_url: str) -> None:
+        backend = locks.connect(memcached_url + "?ttl=7&namespace=m:")
+        assert isinstance(backend, MemcachedLockBackend)
+        assert backend.default_ttl == 7.0 and backend.namespace == "m:"
+
+
+class TestDjangoCaches:
+    def test_redis_alias_gives_the_redis_backend_on_the_cache_pool(self) -> None:
+        from django.core.cache import caches
+
+        backend = DjangoCacheLockBackend(options={"cache": "redis"})
+        assert isinstance(backend, DjangoRedisCacheLockBackend)
+        # the cache's pool has a socket timeout (see conftest): locks use that very pool
+        assert backend.client.connection_pool is caches["redis"]._cache._get_connection_pool(True)
+        assert backend.spec().build().cache_alias == "redis"
+
+    def test_a_cache_without_socket_timeout_gets_one_for_locks(self) -> None:
+        from django.core.cache import caches
+
+        backend = DjangoCacheLockBackend(options={"cache": "redis-no-timeout"})
+        pool = caches["redis-no-timeout"]._cache._get_connection_pool(True)
+        assert backend.client.connection_pool is not pool
+        assert backend.client.connection_pool.connection_kwargs["socket_timeout"] == 5.0
+        assert backend.client.connection_pool.connection_kwargs["host"] == pool.connection_kwargs["host"]
+        with backend.lock(unique(), timeout=5):
+            pass
+        backend.close()
+
+    def test_memcached_alias_gives_the_memcached_backend(self, memcached_url: str) -> None:
+        backend = DjangoCacheLockBackend(options={"cache": "memcached"})
+        assert isinstance(backend, DjangoMemcachedCacheLockBackend)
+        with backend.lock(unique(), timeout=5):
+            pass
+
+    @pytest.mark.parametrize(
+        ("alias", "reason"),
+        [
+            ("locmem", "one process"),
+            ("default", "one process"),
+            ("files", "checks, then writes"),
+            ("dummy", "always succeeds"),
+            ("database", "locks_rowlock"),
+            ("memcached-two", "2 servers"),
+            ("nope", "not in CACHES"),
+        ],
+    )
+    def test_unsafe_caches_are_refused_with_the_reason(self, alias: str, reason: str) -> None:
+        with pytest.raises(ImproperlyConfigured, match=reason):
+            DjangoCacheLockBackend(options={"cache": alias})
+
+    def test_several_servers_can_be_accepted_knowingly(self) -> None:
+        backend = DjangoCacheLockBackend(options={"cache": "memcached-two", "SEVERAL_SERVERS": True})
+        assert isinstance(backend, DjangoMemcachedCacheLockBackend)
+
+    def test_locks_setting_with_a_cache_alias(self, memcached_url: str) -> None:
+        from django.test import override_settings
+
+        with override_settings(
+            LOCKS={
+                "default": {"BACKEND": "locks_cache.DjangoCacheLockBackend", "OPTIONS": {"cache": "redis"}},
+                "mc": {"BACKEND": "locks_cache.DjangoCacheLockBackend", "OPTIONS": {"cache": "memcached"}},
+            }
+        ):
+            name = unique()
+            with locks.lock(name, timeout=5) as held:
+                assert isinstance(held.token, int)
+            with locks.lock(name, using="mc", timeout=5):
+                pass
+
+    def test_memcached_url_constant_matches_the_fixture(self, memcached_url: str) -> None:
+        assert memcached_url == MEMCACHED_URL
+
+
+def test_a_forked_child_uses_its_own_memcached_connections(memcached_backend: MemcachedLockBackend) -> None:
+    import multiprocessing
+
+    name = unique()
+    with memcached_backend.lock(name, timeout=5):
+        pass  # the parent's pool now has a connection
+    parent_client = memcached_backend.client
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+
+    def child() -> None:
+        with memcached_backend.lock(name, timeout=5):
+            queue.put(memcached_backend.client is not parent_client)
+
+    process = ctx.Process(target=child)
+    process.start()
+    assert queue.get(timeout=20) is True
+    process.join(20)
+    with memcached_backend.lock(name, timeout=5):
+        pass

@@ -1,0 +1,18 @@
+"""The Memcached backend keeps the whole contract, against a memcached started for the session."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import NAMESPACE, OneExecutorPerClass
+
+from locks_contract import BackendSpec, ContractTests
+
+
+class TestMemcachedLockContract(OneExecutorPerClass, ContractTests):
+    @pytest.fixture
+    def backend_spec(self, memcached_url: str) -> BackendSpec:
+        return BackendSpec("locks_cache.MemcachedLockBackend", location=memcached_url, options={"NAMESPACE": NAMESPACE})
+
+    @pytest.fixture
+    def unreachable_backend_spec(self, closed_port: int) -> BackendSpec:
+        return BackendSpec("locks_cache.MemcachedLockBackend", location=f"memcached://127.0.0.1:{closed_port}")

@@ -1,0 +1,18 @@
+"""The Redis backend keeps the whole contract, against the real server."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import NAMESPACE, REDIS_URL, OneExecutorPerClass
+
+from locks_contract import BackendSpec, ContractTests
+
+
+class TestRedisLockContract(OneExecutorPerClass, ContractTests):
+    @pytest.fixture
+    def backend_spec(self) -> BackendSpec:
+        return BackendSpec("locks_cache.RedisLockBackend", location=REDIS_URL, options={"NAMESPACE": NAMESPACE})
+
+    @pytest.fixture
+    def unreachable_backend_spec(self, closed_port: int) -> BackendSpec:
+        return BackendSpec("locks_cache.RedisLockBackend", location=f"redis://127.0.0.1:{closed_port}/0")
