@@ -189,6 +189,48 @@ def test_release_wakes_a_waiter_through_notify_on_postgresql(name: str) -> None:
         waiter.close()
 
 
+def test_waiters_are_counted_so_that_only_a_release_with_waiters_notifies(name: str) -> None:
+    migrate("pg")
+    holder = RowLockBackend("h", options={"DATABASE": "pg"})
+    waiter = RowLockBackend("w", options={"DATABASE": "pg", "NOTIFY_POLL": 30})
+    digest = digest_of(holder.make_key(name))
+
+    def waiters() -> int:
+        return int(holder._fetch("SELECT waiters FROM locks_rowlock_lock WHERE digest = %s", (digest,))[0][0])
+
+    def wait_for(count: int) -> None:
+        deadline = time.monotonic() + 10
+        while waiters() != count:
+            assert time.monotonic() < deadline, f"waiters stayed at {waiters()}, not {count}"
+            time.sleep(0.02)
+
+    try:
+        handle = holder.lock(name)
+        assert handle.acquire(timeout=0)
+        assert waiters() == 0
+        # a waiter that gives up counts itself out
+        assert not waiter.lock(name).acquire(timeout=0.3)
+        assert waiters() == 0
+        got: list[bool] = []
+
+        def wait() -> None:
+            second = waiter.lock(name)
+            got.append(second.acquire(15))
+            if got[-1]:
+                second.release()
+
+        thread = threading.Thread(target=wait)
+        thread.start()
+        wait_for(1)
+        handle.release()  # notifies: the waiter's fallback poll is 30 s
+        thread.join(10)
+        assert got == [True]
+        assert waiters() == 0  # the attempt that took the lock counted the waiter out
+    finally:
+        holder.close()
+        waiter.close()
+
+
 def test_polling_waiter_gets_the_lock_without_notify(vendor: str, options: dict[str, Any], name: str) -> None:
     holder = RowLockBackend("h", options=options)
     waiter = RowLockBackend("w", options={**options, "NOTIFY": False, "POLL_MAX": 0.02})

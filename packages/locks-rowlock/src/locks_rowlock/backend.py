@@ -304,6 +304,11 @@ class RowLockBackend(BaseLockBackend):
 
     # -- the primitives ---------------------------------------------------------------------
     def try_acquire(self, request: LockRequest) -> Hold | None:
+        return self._try(request, waiting=False)
+
+    def _try(self, request: LockRequest, waiting: bool) -> Hold | None:
+        """One attempt. ``waiting``: the caller is counted among the row's waiters (NOTIFY), and
+        an attempt that takes the lock counts it out in the same statement."""
         digest = digest_of(request.key)
         owner = request.owner
         row = (
@@ -317,7 +322,7 @@ class RowLockBackend(BaseLockBackend):
         )
         ttl = request.ttl if request.ttl is not None else self.default_ttl or 60.0
         try:
-            version = self._run(lambda cursor: self.dialect.acquire(cursor, row, ttl), name=request.name)
+            version = self._run(lambda cursor: self.dialect.acquire(cursor, row, ttl, waiting), name=request.name)
         except _Busy:
             return None
         if version is None:
@@ -343,6 +348,9 @@ class RowLockBackend(BaseLockBackend):
         listener = self._listener
         # Subscribe, then look again: a release between the failed try and the wait still wakes us.
         event = listener.subscribe(digest) if listener is not None else None
+        # Counted among the row's waiters, so that the release notifies (a release with nobody
+        # counted sends no NOTIFY); counted out by the attempt that succeeds, or below.
+        counted = event is not None and self._count_waiter(digest, +1)
         delay = self.poll_min
         woken = False
         try:
@@ -350,8 +358,9 @@ class RowLockBackend(BaseLockBackend):
                 if event is not None:
                     event.clear()
                 if woken or self.dialect.cheap_busy_acquire or not self._looks_held(digest):
-                    hold = self.try_acquire(request)
+                    hold = self._try(request, counted)
                     if hold is not None:
+                        counted = False
                         return hold
                 now = time.monotonic()
                 if woken:
@@ -381,6 +390,18 @@ class RowLockBackend(BaseLockBackend):
         finally:
             if listener is not None and event is not None:
                 listener.unsubscribe(digest, event)
+            if counted:
+                self._count_waiter(digest, -1)
+
+    def _count_waiter(self, digest: str, step: int) -> bool:
+        """Count a waiter in (+1) or out (-1) of the row's ``waiters``; whether the row was there
+        (no row: nobody holds the lock, and the next attempt takes it). Never raises: a count
+        that fails costs a waiter the fallback poll (``NOTIFY_POLL``), not the lock."""
+        sql = self.dialect.wait_sql if step > 0 else self.dialect.unwait_sql  # type: ignore[attr-defined]
+        try:
+            return self._execute(sql, (digest,)) == 1
+        except Exception:  # noqa: BLE001 - see above
+            return False
 
     def _looks_held(self, digest: str) -> bool:
         try:

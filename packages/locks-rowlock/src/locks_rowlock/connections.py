@@ -31,6 +31,8 @@ ENGINES = {
     "rowlock+sqlite": "django.db.backends.sqlite3",
 }
 URL_SCHEMES = tuple(ENGINES)
+#: Connections a forked child inherited from its parent: see ``_check_pid``.
+_INHERITED: list[Any] = []
 _IDLE_MAX = 8
 
 
@@ -176,6 +178,9 @@ class ConnectionPool:
         # A forked child must not use (or close: that would end the parent's session) the
         # parent's connections: forget them.
         if self._pid != os.getpid():
+            # Kept referenced, never freed: freeing a MySQLdb connection sends COM_QUIT on the
+            # socket the child shares with its parent, which ends the parent's session.
+            _INHERITED.extend(self._idle)
             self._idle = []
             self._lock = threading.Lock()
             self._pid = os.getpid()

@@ -45,7 +45,7 @@ class RowLock(models.Model):
         ordering = ("name",)
 
     def __str__(self) -> str:
-        return self.name
+        return str(self.name)
 
     @property
     def owner(self) -> str:
