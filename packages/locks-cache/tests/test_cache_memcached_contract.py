@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from conftest import NAMESPACE, OneExecutorPerClass
+from conftest import NAMESPACE
 
 from locks_contract import BackendSpec, ContractTests
 
 
-class TestMemcachedLockContract(OneExecutorPerClass, ContractTests):
+class TestMemcachedLockContract(ContractTests):
     @pytest.fixture
     def backend_spec(self, memcached_url: str) -> BackendSpec:
         return BackendSpec("locks_cache.MemcachedLockBackend", location=memcached_url, options={"NAMESPACE": NAMESPACE})

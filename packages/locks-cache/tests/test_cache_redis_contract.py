@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from conftest import NAMESPACE, REDIS_URL, OneExecutorPerClass
+from conftest import NAMESPACE, REDIS_URL
 
 from locks_contract import BackendSpec, ContractTests
 
 
-class TestRedisLockContract(OneExecutorPerClass, ContractTests):
+class TestRedisLockContract(ContractTests):
     @pytest.fixture
     def backend_spec(self) -> BackendSpec:
         return BackendSpec("locks_cache.RedisLockBackend", location=REDIS_URL, options={"NAMESPACE": NAMESPACE})

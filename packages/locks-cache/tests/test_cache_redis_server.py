@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from conftest import OneExecutorPerClass, start_redis_server, stop
+from conftest import start_redis_server, stop
 
 from locks import BackendUnavailable, LockLost
 from locks_cache import RedisLockBackend
@@ -98,7 +98,7 @@ def cluster_url() -> Iterator[str]:
     stop(process)
 
 
-class TestRedisClusterContract(OneExecutorPerClass, ContractTests):
+class TestRedisClusterContract(ContractTests):
     @pytest.fixture
     def backend_spec(self, cluster_url: str) -> BackendSpec:
         return BackendSpec("locks_cache.RedisLockBackend", location=cluster_url)

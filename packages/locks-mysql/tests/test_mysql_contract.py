@@ -4,25 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from locks_contract import (
-    AbstractArgumentTests,
-    AbstractAsyncTests,
-    AbstractBasicTests,
-    AbstractCapabilityTests,
-    AbstractCrashTests,
-    AbstractDjangoConnectionTests,
-    AbstractExclusionTests,
-    AbstractFencingTests,
-    AbstractForceReleaseTests,
-    AbstractLeaseTests,
-    AbstractListingTests,
-    AbstractReentrancyTests,
-    AbstractSharedTests,
-    AbstractTimeoutTests,
-    AbstractUnavailableTests,
-    BackendSpec,
-    ContractTests,
-)
+from locks_contract import BackendSpec, ContractTests
 from locks_mysql.testing import mysql_url
 
 BACKEND = "locks_mysql.UserLockBackend"
@@ -38,27 +20,8 @@ class TestUserLockContract(ContractTests):
         return BackendSpec(BACKEND, location="mysql://root@127.0.0.1:1/test", options={"connect_timeout": 2})
 
 
-class TestUserLockThroughDjangoDatabase(
-    AbstractBasicTests,
-    AbstractArgumentTests,
-    AbstractCapabilityTests,
-    AbstractTimeoutTests,
-    AbstractExclusionTests,
-    AbstractReentrancyTests,
-    AbstractCrashTests,
-    AbstractLeaseTests,
-    AbstractFencingTests,
-    AbstractSharedTests,
-    AbstractListingTests,
-    AbstractForceReleaseTests,
-    AbstractAsyncTests,
-    AbstractUnavailableTests,
-    AbstractDjangoConnectionTests,
-):
-    """OPTIONS['database'] names a DATABASES alias: its settings, connections of the backend's own.
-
-    The whole contract but the name cases (names map to keys the same way; hypothesis refuses to
-    run one test method from two classes in one process)."""
+class TestUserLockThroughDjangoDatabase(ContractTests):
+    """OPTIONS['database'] names a DATABASES alias: its settings, connections of the backend's own."""
 
     @pytest.fixture
     def backend_spec(self) -> BackendSpec:

@@ -21,7 +21,6 @@ Round trips. Acquiring is one ``SELECT`` that also draws the fencing token; rele
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import math
 import os
@@ -444,23 +443,10 @@ class UserLockBackend(BaseLockBackend):
         return None if holder is None else int(holder)
 
     # -- async: a session of its own per hold (worker threads are shared by many tasks) -----
-    async def aacquire(self, request: LockRequest, timeout: float | None) -> Hold | None:
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        while True:
-            remaining = None if deadline is None else max(0.0, deadline - loop.time())
-            part = self.async_wait_slice if remaining is None else min(remaining, self.async_wait_slice)
-            work = self.executor().submit(self._acquire, request, part, False)
-            try:
-                hold = await asyncio.shield(asyncio.wrap_future(work))
-            except asyncio.CancelledError:
-                # On the executor's own future: its callback runs even once the loop is closed.
-                work.add_done_callback(self._release_orphan)
-                raise
-            if hold is not None:
-                return hold
-            if remaining is not None and remaining <= part:
-                return None
+    def acquire_in_thread(self, request: LockRequest, timeout: float) -> Hold | None:
+        # A worker thread serves many tasks: each wait gets a session of its own rather than
+        # the thread's shared one.
+        return self._acquire(request, timeout, False)
 
     # -- listing and administration -----------------------------------------------------------
     def holders(self, prefix: str | None = None) -> list[HolderInfo]:

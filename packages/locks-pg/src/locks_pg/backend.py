@@ -16,7 +16,6 @@ Two scopes (``OPTIONS['SCOPE']``):
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import hashlib
 import math
 import re
@@ -578,7 +577,7 @@ class AdvisoryLockBackend(BaseLockBackend):
         (psycopg's ``AsyncConnection``), so a waiting task costs no thread. A task cancelled
         while its statement runs ends that session: whatever it was about to get goes with it."""
         if self.scope == TRANSACTION:
-            return await self._aacquire_in_threads(request, timeout)
+            return await super().aacquire(request, timeout)  # waits in worker threads
         factory = self._factory
         conn = factory.aidle()
         fresh = conn is None
@@ -680,37 +679,6 @@ class AdvisoryLockBackend(BaseLockBackend):
             conn.finish()
             raise LockLost(f"the session no longer held {hold.name!r} at release", hold.name)
         self._factory.aput(conn)
-
-    async def _aacquire_in_threads(self, request: LockRequest, timeout: float | None) -> Hold | None:
-        """Wait in a worker thread, in slices (as the base class does), but watch for a hold that
-        arrives after cancellation on the thread's own future: a callback on the asyncio future
-        never runs once the loop is closed, and a server-side waiter gets the lock at once."""
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        while True:
-            remaining = None if deadline is None else max(0.0, deadline - loop.time())
-            part = self.async_wait_slice if remaining is None else min(remaining, self.async_wait_slice)
-            if part > 0:
-                future = self.executor().submit(self.acquire, request, part)
-            else:
-                future = self.executor().submit(self.try_acquire, request)
-            try:
-                hold = await asyncio.shield(asyncio.wrap_future(future))
-            except asyncio.CancelledError:
-                future.add_done_callback(self._release_late_hold)
-                raise
-            if hold is not None:
-                return hold
-            if remaining is not None and remaining <= part:
-                return None
-
-    def _release_late_hold(self, future: concurrent.futures.Future[Hold | None]) -> None:
-        # Runs in the worker thread that completed the future (or here, if already done).
-        if future.cancelled() or future.exception() is not None:
-            return
-        hold = future.result()
-        if hold is not None:
-            self._quiet_release(hold)
 
     # -- inspection and administration ------------------------------------------------------
     def _run(self, sql: str, params: Any = None, all_rows: bool = False) -> Any:
