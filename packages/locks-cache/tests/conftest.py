@@ -15,16 +15,12 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import django
 import pytest
 from django.conf import settings
-from hypothesis import HealthCheck, given
-from hypothesis import settings as hyp_settings
-from hypothesis import strategies as st
 
-from locks_contract import AbstractNameTests, server_unreachable
+from locks_contract import server_unreachable
 
 REDIS_URL = os.environ.get("LOCKS_REDIS_URL", "redis://127.0.0.1:6379/0")
 #: Every key of this run lives under this namespace: runs on a shared server never meet.
@@ -70,6 +66,16 @@ def cache_settings() -> dict[str, dict[str, object]]:
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
             "OPTIONS": {"socket_timeout": 5},
+        },
+        "django-redis": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": REDIS_URL,
+            "OPTIONS": {"SOCKET_TIMEOUT": 5, "SOCKET_CONNECT_TIMEOUT": 5},
+        },
+        "django-redis-down": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{CLOSED_PORT}/0",
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 2},
         },
         "redis-no-timeout": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL},
         "redis-down": {
@@ -144,25 +150,6 @@ def closed_port() -> int:
 
 
 django_settings()
-
-
-class OneExecutorPerClass:
-    """Re-wraps the contract's hypothesis case per subclass. Several contract classes run in this
-    one process, and hypothesis refuses one ``@given`` function called from several classes
-    (``HealthCheck.differing_executors``); the contract's own settings do not suppress it."""
-
-    @hyp_settings(
-        max_examples=25,
-        deadline=None,
-        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.differing_executors],
-    )
-    @given(first=st.text(min_size=1, max_size=300), second=st.text(min_size=1, max_size=300))
-    def test_distinct_arbitrary_names_are_independent_locks(
-        self, backend: Any, other_backend: Any, first: str, second: str
-    ) -> None:
-        AbstractNameTests.test_distinct_arbitrary_names_are_independent_locks.hypothesis.inner_test(  # type: ignore[attr-defined]
-            self, backend, other_backend, first, second
-        )
 
 
 def start_redis_server(*extra: str, port: int | None = None) -> tuple[subprocess.Popen[bytes], int]:

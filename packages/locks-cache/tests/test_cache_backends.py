@@ -231,6 +231,22 @@ class TestDjangoCaches:
         assert backend.client.connection_pool is caches["redis"]._cache._get_connection_pool(True)
         assert backend.spec().build().cache_alias == "redis"
 
+    def test_django_redis_alias_uses_its_own_client(self) -> None:
+        from django.core.cache import caches
+
+        backend = DjangoCacheLockBackend(options={"cache": "django-redis", "NAMESPACE": NAMESPACE})
+        assert isinstance(backend, DjangoRedisCacheLockBackend)
+        own = caches["django-redis"].client.get_client(write=True)
+        assert backend.client.connection_pool is own.connection_pool
+        plain = RedisLockBackend(location=REDIS_URL, options={"NAMESPACE": NAMESPACE})
+        name = unique()
+        with backend.lock(name, timeout=5):
+            # the same server and keys as a Redis backend pointed at that server
+            assert plain.is_locked(plain.make_key(name))
+        assert not plain.is_locked(plain.make_key(name))
+        plain.close()
+        backend.close()
+
     def test_a_cache_without_socket_timeout_gets_one_for_locks(self) -> None:
         from django.core.cache import caches
 

@@ -201,7 +201,8 @@ class DjangoMemcachedCacheLockBackend(DjangoCacheLockBackend, MemcachedLockBacke
         # The cache's HashClient answers "not stored" for a server it saw fail once, without
         # raising: a lock needs the error. Use its per-server client (one per thread, as Django
         # keeps one cache object per thread), routed by our own hash over every server.
-        clients = caches[self.cache_alias]._cache.clients
+        cache: Any = caches[self.cache_alias]
+        clients = cache._cache.clients
         if len(clients) == 1:
             return next(iter(clients.values()))
         return clients[self._hasher.get_node(key.decode())]

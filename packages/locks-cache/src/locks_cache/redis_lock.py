@@ -497,7 +497,7 @@ class RedisLockBackend(BaseLockBackend):
                     raise self._unavailable(exc, request.name) from exc
 
     def _backoff(self, lost: int, remaining: float | None) -> float:
-        pause = min(self.backoff_max, self.backoff_min * 2 ** min(lost, 16)) * random.uniform(0.5, 1.0)
+        pause = float(min(self.backoff_max, self.backoff_min * 2 ** min(lost, 16))) * random.uniform(0.5, 1.0)
         return pause if remaining is None else max(0.0, min(pause, remaining))
 
     def wait_for_release(self, request: LockRequest, timeout: float) -> None:
