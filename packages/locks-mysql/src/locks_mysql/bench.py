@@ -32,7 +32,7 @@ class RawGetLock:
     def __init__(self, params: dict[str, Any]) -> None:
         import MySQLdb  # type: ignore[import-untyped,unused-ignore]
 
-        self.conn = MySQLdb.connect(**params)
+        self.conn: Any = MySQLdb.connect(**params)  # the stubs leave its methods untyped
         self.database = params.get("db") or ""
 
     def _scalar(self, sql: str) -> Any:
