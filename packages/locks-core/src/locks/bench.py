@@ -10,8 +10,10 @@ Three figures per subject (a locks backend or a peer library on the same server)
   the waiter's ``acquire()`` returning (median and p99, milliseconds). Both sides read the same
   system-wide monotonic clock.
 
-Every subject runs in fresh processes (``spawn``), one after the other, so figures of one report
-are comparable: same machine, same server, same moment. Ratios are given against the subject whose
+Every subject runs in fresh processes (``spawn``), so figures of one report are comparable: same
+machine, same server, same moment. Uncontended samples are taken in turns (a round of every
+subject, then the next round), so a machine whose speed drifts slows every subject alike; the
+contended and handoff runs go one subject after the other. Ratios are given against the subject whose
 label ends with ``(floor)``: the bare minimum any lock on that server must do.
 """
 
@@ -113,25 +115,33 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 # -- workers (module level: the spawn start method imports them) ---------------------------------
-def _uncontended_worker(subject: BenchSubject, name: str, iterations: int, out: Any) -> None:
+def _uncontended_worker(subject: BenchSubject, name: str, conn: Any) -> None:
+    """Takes and releases ``name`` in rounds the parent asks for (at least ``count`` times and for
+    at least ``seconds``; a count of 0 stops), answering each with its samples in nanoseconds."""
     try:
         impl = subject.open()
-        try:
-            for _ in range(max(10, iterations // 10)):  # warm up connections and caches
-                impl.acquire(name)
-                impl.release(name)
-            clock = time.perf_counter_ns
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        return
+    try:
+        clock = time.perf_counter_ns
+        conn.send(("ok", []))
+        while True:
+            count, seconds = conn.recv()
+            if not count:
+                break
             samples = []
-            for _ in range(iterations):
+            until = clock() + int(seconds * 1e9)
+            while len(samples) < count or (samples and clock() < until):
                 start = clock()
                 impl.acquire(name)
                 impl.release(name)
                 samples.append(clock() - start)
-        finally:
-            _close(impl)
-        out.put(("ok", samples))
+            conn.send(("ok", samples))
     except BaseException as exc:  # noqa: BLE001 - reported to the parent
-        out.put(("error", f"{type(exc).__name__}: {exc}"))
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+    finally:
+        _close(impl)
 
 
 def _contended_worker(subject: BenchSubject, name: str, start_at: float, seconds: float, out: Any) -> None:
@@ -226,15 +236,18 @@ class Bench:
         self.ctx = multiprocessing.get_context("spawn")
 
     def run(self, subjects: Sequence[BenchSubject]) -> list[Result]:
-        results = []
-        for subject in subjects:
-            result = Result(subject.label, contended_processes=self.config.processes)
-            for step in (self._uncontended, self._contended, self._handoff):
+        results = [Result(subject.label, contended_processes=self.config.processes) for subject in subjects]
+        try:
+            self._uncontended(subjects, results)
+        except Exception as exc:  # noqa: BLE001 - reported in every result
+            for result in results:
+                result.errors.append(f"uncontended: {exc}")
+        for subject, result in zip(subjects, results):
+            for step in (self._contended, self._handoff):
                 try:
                     step(subject, result)
                 except Exception as exc:  # noqa: BLE001 - one failing peer must not end the run
                     result.errors.append(f"{step.__name__.strip('_')}: {exc}")
-            results.append(result)
         return results
 
     def _name(self) -> str:
@@ -261,17 +274,80 @@ class Bench:
                     proc.join()
         return values
 
-    def _uncontended(self, subject: BenchSubject, result: Result) -> None:
-        self.progress(f"{subject.label}: uncontended, {self.config.iterations} acquire+release")
-        out = self.ctx.Queue()
-        proc = self.ctx.Process(
-            target=_uncontended_worker, args=(subject, self._name(), self.config.iterations, out), daemon=True
+    #: Uncontended samples are taken in this many rounds, every subject in turn in each round,
+    #: each turn at least ``turn`` seconds long (long enough that a switch costs nothing).
+    rounds: int = 10
+    turn: float = 0.05
+
+    def _uncontended(self, subjects: Sequence[BenchSubject], results: Sequence[Result]) -> None:
+        """Every subject in a process of its own, all connected at once, measured in turns: a
+        round of each, then the next round. A machine whose speed drifts during the run (other
+        work, frequency scaling, a virtual machine's neighbours) then slows every subject alike,
+        and the ratios between them hold."""
+        iterations = self.config.iterations
+        self.progress(
+            f"uncontended: {len(subjects)} subjects in turns, {self.rounds} rounds of at least "
+            f"{max(1, iterations // self.rounds)} acquire+release and {self.turn:g} s each"
         )
-        proc.start()
-        (samples,) = self._collect([proc], out, "uncontended")
-        micros = [ns / 1000 for ns in samples]
-        result.uncontended_median_us = statistics.median(micros)
-        result.uncontended_p99_us = percentile(micros, 0.99)
+        workers: list[tuple[Any, Any] | None] = []
+        for subject, result in zip(subjects, results):
+            parent, child = self.ctx.Pipe()
+            proc = self.ctx.Process(target=_uncontended_worker, args=(subject, self._name(), child), daemon=True)
+            proc.start()
+            child.close()
+            workers.append((proc, parent))
+        samples: list[list[int]] = [[] for _ in subjects]
+        try:
+            for i, worker in enumerate(workers):
+                if worker is not None and not self._answer(worker, results[i], samples[i]):
+                    workers[i] = None
+            warm_up = (max(10, iterations // 10), self.turn)
+            plan = [warm_up] + [(max(1, iterations // self.rounds), self.turn)] * self.rounds
+            for number, turn in enumerate(plan):
+                for i, worker in enumerate(workers):
+                    if worker is None:
+                        continue
+                    worker[1].send(turn)
+                    got: list[int] = []
+                    if not self._answer(worker, results[i], got):
+                        workers[i] = None
+                    elif number > 0:
+                        samples[i].extend(got)
+        finally:
+            for worker in workers:
+                if worker is None:
+                    continue
+                proc, conn = worker
+                try:
+                    conn.send((0, 0.0))
+                except OSError:
+                    pass
+                proc.join(timeout=10)
+                if proc.is_alive():
+                    proc.kill()
+                    proc.join()
+                conn.close()
+        for result, taken in zip(results, samples):
+            if taken:
+                micros = [ns / 1000 for ns in taken]
+                result.uncontended_median_us = statistics.median(micros)
+                result.uncontended_p99_us = percentile(micros, 0.99)
+
+    def _answer(self, worker: tuple[Any, Any], result: Result, into: list[int]) -> bool:
+        """One answer of an uncontended worker; False (and an error on its result) if it failed."""
+        proc, conn = worker
+        try:
+            if not conn.poll(self.config.deadline):
+                raise RuntimeError(f"no answer within {self.config.deadline:.0f} s")
+            status, value = conn.recv()
+        except (EOFError, OSError, RuntimeError) as exc:
+            result.errors.append(f"uncontended: {exc or 'the worker process ended'}")
+            return False
+        if status != "ok":
+            result.errors.append(f"uncontended: {value}")
+            return False
+        into.extend(value)
+        return True
 
     def _contended(self, subject: BenchSubject, result: Result) -> None:
         n, seconds = self.config.processes, self.config.seconds
