@@ -53,16 +53,27 @@ def redis_peers(backend: RedisLockBackend) -> list[BenchSubject]:
             peers.append(BenchSubject(label, factory, kwargs))
     memcached = os.environ.get("LOCKS_MEMCACHED_URL")
     if memcached:
+        # The Memcached side in the same run: this backend, its floor and django-cache-lock there.
         from locks.bench import backend_subject
 
         peers.append(
             backend_subject("locks-cache Memcached", BackendSpec("locks_cache.MemcachedLockBackend", memcached))
         )
+        peers.extend(_memcached_subjects(memcached.split("?")[0]))
     return peers
 
 
 def memcached_peers(backend: MemcachedLockBackend) -> list[BenchSubject]:
-    server = backend._server_url.split("?")[0]
+    peers = _memcached_subjects(backend._server_url.split("?")[0])
+    redis_url = os.environ.get("LOCKS_REDIS_URL")
+    if redis_url:
+        from locks.bench import backend_subject
+
+        peers.append(backend_subject("locks-cache Redis", BackendSpec("locks_cache.RedisLockBackend", redis_url)))
+    return peers
+
+
+def _memcached_subjects(server: str) -> list[BenchSubject]:
     peers = [BenchSubject("raw add + gets/cas release (floor)", "locks_cache.bench:RawMemcached", {"url": server})]
     if _importable("django_lock"):
         peers.append(
@@ -75,11 +86,6 @@ def memcached_peers(backend: MemcachedLockBackend) -> list[BenchSubject]:
                 },
             )
         )
-    redis_url = os.environ.get("LOCKS_REDIS_URL")
-    if redis_url:
-        from locks.bench import backend_subject
-
-        peers.append(backend_subject("locks-cache Redis", BackendSpec("locks_cache.RedisLockBackend", redis_url)))
     return peers
 
 
