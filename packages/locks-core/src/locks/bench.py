@@ -130,7 +130,7 @@ def _uncontended_worker(subject: BenchSubject, name: str, conn: Any) -> None:
             count, seconds = conn.recv()
             if not count:
                 break
-            samples = []
+            samples: list[int] = []
             until = clock() + int(seconds * 1e9)
             while len(samples) < count or (samples and clock() < until):
                 start = clock()
@@ -290,7 +290,7 @@ class Bench:
             f"{max(1, iterations // self.rounds)} acquire+release and {self.turn:g} s each"
         )
         workers: list[tuple[Any, Any] | None] = []
-        for subject, result in zip(subjects, results):
+        for subject in subjects:
             parent, child = self.ctx.Pipe()
             proc = self.ctx.Process(target=_uncontended_worker, args=(subject, self._name(), child), daemon=True)
             proc.start()
@@ -335,7 +335,7 @@ class Bench:
 
     def _answer(self, worker: tuple[Any, Any], result: Result, into: list[int]) -> bool:
         """One answer of an uncontended worker; False (and an error on its result) if it failed."""
-        proc, conn = worker
+        conn = worker[1]
         try:
             if not conn.poll(self.config.deadline):
                 raise RuntimeError(f"no answer within {self.config.deadline:.0f} s")
