@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import subprocess
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
-from conftest import start_redis_server, stop
+from conftest import free_port, start_redis_server, stop
 
 from locks import BackendUnavailable, LockLost
 from locks_cache import RedisLockBackend
@@ -106,3 +109,68 @@ class TestRedisClusterContract(ContractTests):
     @pytest.fixture
     def unreachable_backend_spec(self, closed_port: int) -> BackendSpec:
         return BackendSpec("locks_cache.RedisLockBackend", location=f"redis://127.0.0.1:{closed_port}/0?cluster=1")
+
+
+@pytest.fixture
+def tls_redis(tmp_path: Any) -> Iterator[tuple[int, str]]:
+    """A private redis-server that speaks only TLS (a self-signed certificate made here) and wants
+    a user and password (ACL)."""
+    openssl = shutil.which("openssl")
+    if not openssl:
+        pytest.skip("the openssl command is not installed: cannot make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    port = free_port()
+    process, _ = start_redis_server(
+        "--port", "0", "--tls-port", str(port), "--tls-cert-file", str(cert), "--tls-key-file", str(key),
+        "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no",
+        "--user", "default", "off", "--user", "locker", "on", ">s3cret", "~*", "&*", "+@all",
+        port=port,
+    )  # fmt: skip
+    yield port, str(cert)
+    stop(process)
+
+
+def test_tls_and_acl_credentials_from_the_url(tls_redis: tuple[int, str]) -> None:
+    port, cert = tls_redis
+    url = f"rediss://locker:s3cret@127.0.0.1:{port}/0?ssl_ca_certs={cert}"
+    backend = RedisLockBackend(location=url)
+    try:
+        handle = backend.lock("tls", ttl=30)
+        assert handle.acquire(timeout=5)
+        assert isinstance(handle.token, int)
+        assert not RedisLockBackend(location=url).lock("tls").acquire(timeout=0)
+        handle.release()
+    finally:
+        backend.close()
+    # a wrong password, or plain text to a TLS port, is an unavailable server, never a hang
+    for bad in (
+        f"rediss://locker:wrong@127.0.0.1:{port}/0?ssl_ca_certs={cert}",
+        f"redis://locker:s3cret@127.0.0.1:{port}/0?socket_timeout=2",
+    ):
+        started = time.monotonic()
+        with pytest.raises(BackendUnavailable) as info:
+            RedisLockBackend(location=bad).lock("tls").acquire(timeout=1)
+        assert "wrong" not in str(info.value) and "s3cret" not in str(info.value)
+        assert time.monotonic() - started < 15

@@ -11,9 +11,9 @@ Three figures per subject (a locks backend or a peer library on the same server)
   system-wide monotonic clock.
 
 Every subject runs in fresh processes (``spawn``), so figures of one report are comparable: same
-machine, same server, same moment. Uncontended samples are taken in turns (a round of every
-subject, then the next round), so a machine whose speed drifts slows every subject alike; the
-contended and handoff runs go one subject after the other. Ratios are given against the subject whose
+machine, same server, same moment. Uncontended and contended figures are taken in turns (a round
+of every subject, then the next round), so a machine whose speed drifts slows every subject alike;
+handoff runs go one subject after the other. Ratios are given against the subject whose
 label ends with ``(floor)``: the bare minimum any lock on that server must do.
 """
 
@@ -144,12 +144,23 @@ def _uncontended_worker(subject: BenchSubject, name: str, conn: Any) -> None:
         _close(impl)
 
 
-def _contended_worker(subject: BenchSubject, name: str, start_at: float, seconds: float, out: Any) -> None:
+def _contended_worker(subject: BenchSubject, name: str, conn: Any) -> None:
+    """One of the processes contending for ``name``: in each round the parent asks for, loops on
+    acquire+release from ``start_at`` (wall clock, the same for every process) for ``seconds``, and
+    answers with its count. ``seconds`` 0 stops."""
     try:
         impl = subject.open()
-        try:
-            impl.acquire(name)  # connect and warm up before the clock starts
-            impl.release(name)
+        impl.acquire(name)  # connect and warm up before any clock starts
+        impl.release(name)
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        return
+    try:
+        conn.send(("ok", 0))
+        while True:
+            start_at, seconds = conn.recv()
+            if not seconds:
+                break
             while time.time() < start_at:
                 time.sleep(0.0005)
             count = 0
@@ -158,11 +169,11 @@ def _contended_worker(subject: BenchSubject, name: str, start_at: float, seconds
                 impl.acquire(name)
                 impl.release(name)
                 count += 1
-        finally:
-            _close(impl)
-        out.put(("ok", count))
-    except BaseException as exc:  # noqa: BLE001
-        out.put(("error", f"{type(exc).__name__}: {exc}"))
+            conn.send(("ok", count))
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+    finally:
+        _close(impl)
 
 
 def _handoff_holder(
@@ -227,8 +238,33 @@ class BenchConfig:
     deadline: float = 300.0
 
 
+@dataclass
+class _Group:
+    """The worker processes of one subject in a measurement taken in turns, and their pipes."""
+
+    procs: list[Any]
+    conns: list[Any]
+    result: Result
+    what: str
+    failed: bool = False
+
+
 class Bench:
-    """Runs the three measurements for each subject, one subject at a time."""
+    """Runs the three measurements for a list of subjects.
+
+    Uncontended and contended figures are taken in turns: every subject's processes start and
+    connect first, then each subject measures for a while, then the next, round after round. A
+    machine whose speed drifts during the run (other work, frequency scaling, a virtual machine's
+    neighbours) then slows every subject alike, and the ratios between them hold. Handoff runs go
+    one subject after the other (each sample is a separate event, drift matters less).
+    """
+
+    #: Uncontended samples are taken in this many rounds, each turn of a subject at least ``turn``
+    #: seconds long (long enough that a switch costs nothing).
+    rounds: int = 10
+    turn: float = 0.05
+    #: The contended ``seconds`` of each subject are split into this many turns.
+    contended_rounds: int = 3
 
     def __init__(self, config: BenchConfig, progress: Callable[[str], None] | None = None) -> None:
         self.config = config
@@ -237,22 +273,140 @@ class Bench:
 
     def run(self, subjects: Sequence[BenchSubject]) -> list[Result]:
         results = [Result(subject.label, contended_processes=self.config.processes) for subject in subjects]
-        try:
-            self._uncontended(subjects, results)
-        except Exception as exc:  # noqa: BLE001 - reported in every result
-            for result in results:
-                result.errors.append(f"uncontended: {exc}")
-        for subject, result in zip(subjects, results):
-            for step in (self._contended, self._handoff):
-                try:
-                    step(subject, result)
-                except Exception as exc:  # noqa: BLE001 - one failing peer must not end the run
+        for step in (self._uncontended, self._contended):
+            try:
+                step(subjects, results)
+            except Exception as exc:  # noqa: BLE001 - reported in every result
+                for result in results:
                     result.errors.append(f"{step.__name__.strip('_')}: {exc}")
+        for subject, result in zip(subjects, results):
+            try:
+                self._handoff(subject, result)
+            except Exception as exc:  # noqa: BLE001 - one failing peer must not end the run
+                result.errors.append(f"handoff: {exc}")
         return results
 
     def _name(self) -> str:
         return f"bench-{uuid.uuid4().hex[:12]}"
 
+    # -- measurements in turns ----------------------------------------------------------------
+    def _start(self, target: Any, subject: BenchSubject, result: Result, what: str, count: int) -> _Group:
+        """``count`` worker processes of ``subject`` on one lock name, each with a pipe."""
+        name = self._name()
+        group = _Group([], [], result, what)
+        for _ in range(count):
+            parent, child = self.ctx.Pipe()
+            proc = self.ctx.Process(target=target, args=(subject, name, child), daemon=True)
+            proc.start()
+            child.close()
+            group.procs.append(proc)
+            group.conns.append(parent)
+        return group
+
+    def _answers(self, group: _Group, timeout: float) -> list[Any]:
+        """One answer from each worker of ``group``; on failure the group is marked failed, with
+        the reason on its result, and nothing is returned."""
+        if group.failed:
+            return []
+        answers = []
+        deadline = time.monotonic() + timeout
+        try:
+            for conn in group.conns:
+                if not conn.poll(max(0.0, deadline - time.monotonic())):
+                    raise RuntimeError(f"no answer within {timeout:.0f} s")
+                status, value = conn.recv()
+                if status != "ok":
+                    raise RuntimeError(value)
+                answers.append(value)
+        except (EOFError, OSError, RuntimeError) as exc:
+            group.failed = True
+            group.result.errors.append(f"{group.what}: {exc or 'a worker process ended'}")
+            return []
+        return answers
+
+    def _ask(self, group: _Group, message: tuple[Any, ...], timeout: float) -> list[Any]:
+        if group.failed:
+            return []
+        try:
+            for conn in group.conns:
+                conn.send(message)
+        except OSError as exc:
+            group.failed = True
+            group.result.errors.append(f"{group.what}: {exc}")
+            return []
+        return self._answers(group, timeout)
+
+    def _stop(self, groups: Sequence[_Group]) -> None:
+        for group in groups:
+            for conn in group.conns:
+                try:
+                    conn.send((0, 0.0))
+                except OSError:
+                    pass
+        for group in groups:
+            for proc, conn in zip(group.procs, group.conns):
+                proc.join(timeout=10)
+                if proc.is_alive():
+                    proc.kill()
+                    proc.join()
+                conn.close()
+
+    def _uncontended(self, subjects: Sequence[BenchSubject], results: Sequence[Result]) -> None:
+        iterations = self.config.iterations
+        per_turn = max(1, iterations // self.rounds)
+        self.progress(
+            f"uncontended: {len(subjects)} subjects in turns, {self.rounds} rounds of at least "
+            f"{per_turn} acquire+release and {self.turn:g} s each"
+        )
+        groups = [
+            self._start(_uncontended_worker, subject, result, "uncontended", 1)
+            for subject, result in zip(subjects, results)
+        ]
+        samples: list[list[int]] = [[] for _ in subjects]
+        try:
+            for group in groups:
+                self._answers(group, self.config.deadline)
+            plan = [(max(10, iterations // 10), self.turn)] + [(per_turn, self.turn)] * self.rounds
+            for number, turn in enumerate(plan):
+                for group, taken in zip(groups, samples):
+                    answers = self._ask(group, turn, self.config.deadline)
+                    if answers and number > 0:  # the first round warms up
+                        taken.extend(answers[0])
+        finally:
+            self._stop(groups)
+        for group, taken in zip(groups, samples):
+            if taken and not group.failed:
+                micros = [ns / 1000 for ns in taken]
+                group.result.uncontended_median_us = statistics.median(micros)
+                group.result.uncontended_p99_us = percentile(micros, 0.99)
+
+    def _contended(self, subjects: Sequence[BenchSubject], results: Sequence[Result]) -> None:
+        n, seconds, rounds = self.config.processes, self.config.seconds, self.contended_rounds
+        self.progress(
+            f"contended: {len(subjects)} subjects in turns, {n} processes each, "
+            f"{rounds} rounds of {seconds / rounds:g} s"
+        )
+        groups = [
+            self._start(_contended_worker, subject, result, "contended", n)
+            for subject, result in zip(subjects, results)
+        ]
+        counts = [0 for _ in subjects]
+        try:
+            for group in groups:
+                self._answers(group, self.config.deadline)
+            for _ in range(rounds):
+                for i, group in enumerate(groups):
+                    # every process of the subject gets the message before the common start
+                    start_at = time.time() + 0.05 + 0.01 * n
+                    answers = self._ask(group, (start_at, seconds / rounds), seconds + self.config.deadline)
+                    counts[i] += sum(answers)
+        finally:
+            self._stop(groups)
+        for group, count in zip(groups, counts):
+            if not group.failed:
+                group.result.contended_ops_per_s = count / seconds
+
+    # -- handoff -----------------------------------------------------------------------------
     def _collect(self, procs: list[Any], out: Any, what: str) -> list[Any]:
         values = []
         deadline = time.monotonic() + self.config.deadline
@@ -273,96 +427,6 @@ class Bench:
                     proc.kill()
                     proc.join()
         return values
-
-    #: Uncontended samples are taken in this many rounds, every subject in turn in each round,
-    #: each turn at least ``turn`` seconds long (long enough that a switch costs nothing).
-    rounds: int = 10
-    turn: float = 0.05
-
-    def _uncontended(self, subjects: Sequence[BenchSubject], results: Sequence[Result]) -> None:
-        """Every subject in a process of its own, all connected at once, measured in turns: a
-        round of each, then the next round. A machine whose speed drifts during the run (other
-        work, frequency scaling, a virtual machine's neighbours) then slows every subject alike,
-        and the ratios between them hold."""
-        iterations = self.config.iterations
-        self.progress(
-            f"uncontended: {len(subjects)} subjects in turns, {self.rounds} rounds of at least "
-            f"{max(1, iterations // self.rounds)} acquire+release and {self.turn:g} s each"
-        )
-        workers: list[tuple[Any, Any] | None] = []
-        for subject in subjects:
-            parent, child = self.ctx.Pipe()
-            proc = self.ctx.Process(target=_uncontended_worker, args=(subject, self._name(), child), daemon=True)
-            proc.start()
-            child.close()
-            workers.append((proc, parent))
-        samples: list[list[int]] = [[] for _ in subjects]
-        try:
-            for i, worker in enumerate(workers):
-                if worker is not None and not self._answer(worker, results[i], samples[i]):
-                    workers[i] = None
-            warm_up = (max(10, iterations // 10), self.turn)
-            plan = [warm_up] + [(max(1, iterations // self.rounds), self.turn)] * self.rounds
-            for number, turn in enumerate(plan):
-                for i, worker in enumerate(workers):
-                    if worker is None:
-                        continue
-                    worker[1].send(turn)
-                    got: list[int] = []
-                    if not self._answer(worker, results[i], got):
-                        workers[i] = None
-                    elif number > 0:
-                        samples[i].extend(got)
-        finally:
-            for worker in workers:
-                if worker is None:
-                    continue
-                proc, conn = worker
-                try:
-                    conn.send((0, 0.0))
-                except OSError:
-                    pass
-                proc.join(timeout=10)
-                if proc.is_alive():
-                    proc.kill()
-                    proc.join()
-                conn.close()
-        for result, taken in zip(results, samples):
-            if taken:
-                micros = [ns / 1000 for ns in taken]
-                result.uncontended_median_us = statistics.median(micros)
-                result.uncontended_p99_us = percentile(micros, 0.99)
-
-    def _answer(self, worker: tuple[Any, Any], result: Result, into: list[int]) -> bool:
-        """One answer of an uncontended worker; False (and an error on its result) if it failed."""
-        conn = worker[1]
-        try:
-            if not conn.poll(self.config.deadline):
-                raise RuntimeError(f"no answer within {self.config.deadline:.0f} s")
-            status, value = conn.recv()
-        except (EOFError, OSError, RuntimeError) as exc:
-            result.errors.append(f"uncontended: {exc or 'the worker process ended'}")
-            return False
-        if status != "ok":
-            result.errors.append(f"uncontended: {value}")
-            return False
-        into.extend(value)
-        return True
-
-    def _contended(self, subject: BenchSubject, result: Result) -> None:
-        n, seconds = self.config.processes, self.config.seconds
-        self.progress(f"{subject.label}: contended, {n} processes for {seconds:g} s")
-        out = self.ctx.Queue()
-        name = self._name()
-        start_at = time.time() + 2.0 + 0.5 * n  # time for every process to start and connect
-        procs = [
-            self.ctx.Process(target=_contended_worker, args=(subject, name, start_at, seconds, out), daemon=True)
-            for _ in range(n)
-        ]
-        for proc in procs:
-            proc.start()
-        counts = self._collect(procs, out, "contended")
-        result.contended_ops_per_s = sum(counts) / seconds
 
     def _handoff(self, subject: BenchSubject, result: Result) -> None:
         rounds = self.config.handoffs
