@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 import os
-import random
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -205,23 +204,11 @@ class MemcachedLockBackend(BaseLockBackend):
             raise self._unavailable(exc, request.name) from exc
         return Hold(request, data=value) if added else None
 
-    def acquire(self, request: LockRequest, timeout: float | None) -> Hold | None:
-        started = time.monotonic()
-        deadline = None if timeout is None else started + timeout
-        delay = self.poll_min
-        while True:
-            hold = self.try_acquire(request)
-            if hold is not None:
-                return hold
-            now = time.monotonic()
-            if deadline is not None and now >= deadline:
-                return None
-            pause = delay * random.uniform(0.5, 1.0)
-            if deadline is not None:
-                pause = min(pause, deadline - now)
-            time.sleep(pause)
-            cap = min(self.poll_max, self.poll_cap_base + self.poll_cap_growth * (now - started))
-            delay = min(delay * 1.5, cap)
+    def next_poll_delay(self, delay: float, waited: float) -> float:
+        # Core's polling loop (memcached has no notification), with a gentler backoff whose
+        # cap grows with the time already waited: fast retries for short holds.
+        cap = min(self.poll_max, self.poll_cap_base + self.poll_cap_growth * waited)
+        return min(delay * 1.5, cap)
 
     def _owned(self, hold: Hold) -> tuple[bytes, Any] | None:
         key = self.server_key(hold.key)
