@@ -281,3 +281,47 @@ class TestAsyncReentrancy:
     def test_alock_refuses_plain_functions(self) -> None:
         with pytest.raises(TypeError):
             locks.alock("x")(lambda: None)
+
+
+class TestReentryLost:
+    """A backend that knows a hold is gone (without the server saying so) gets the lock taken anew
+    when its holder asks again, instead of a nesting of a lock nobody holds."""
+
+    def test_a_hold_reported_gone_is_taken_again_and_the_old_one_is_lost(
+        self, other: locks.BaseLockBackend, tmp_path: Any
+    ) -> None:
+        from locks_file import FileLockBackend
+
+        gone: list[object] = []  # holds (by identity) whose scope ended
+
+        class Forgetful(FileLockBackend):
+            """Holds in ``gone`` were released by the "server" (the scope of the hold ended)."""
+
+            def reentry_lost(self, hold: Any) -> str | None:
+                return "its scope ended" if any(hold is g for g in gone) else None
+
+            def release(self, hold: Any) -> None:
+                if any(hold is g for g in gone):
+                    raise locks.LockLost("released when its scope ended", hold.name)
+                super().release(hold)
+
+        backend = Forgetful(alias="forgetful", location=other.location)
+        try:
+            outer = backend.lock("reentry-lost")
+            assert outer.acquire(timeout=0)
+            first = backend._entries[(outer._prepared[1], next(iter(outer._stacks)))].hold  # type: ignore[index]
+            nested = backend.lock("reentry-lost")
+            assert nested.acquire(timeout=0)  # counted: no new hold
+            nested.release()
+            # the scope ends: the "server" lets the lock go behind the handle's back
+            backend.release(first)
+            gone.append(first)
+            again = backend.lock("reentry-lost")
+            assert again.acquire(timeout=0)  # taken anew, not counted
+            assert held_elsewhere(other, "reentry-lost")
+            again.release()
+            assert not held_elsewhere(other, "reentry-lost")
+            with pytest.raises(locks.LockLost, match="its scope ended"):
+                outer.release()
+        finally:
+            backend.close()

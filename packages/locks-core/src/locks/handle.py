@@ -228,9 +228,17 @@ class LockBase:
 
     # -- acquisition (shared by the sync and async handles) ---------------------------------
     def _reenter(self, backend: BaseLockBackend, key: Key, context: object) -> bool:
-        entry = backend._entries.get((key, context))
+        entry: Entry | None = backend._entries.get((key, context))
         if entry is None:
             return False
+        if not entry.lost:
+            reason = backend.reentry_lost(entry.hold)
+            if reason is not None:
+                # Gone without a word from the server: forget it and take the lock anew.
+                backend._entries.pop((key, context), None)
+                entry.lost = True
+                entry.lost_reason = reason
+                return False
         if entry.lost:
             raise LockLost(f"{self.name!r} was lost: {entry.lost_reason}", self.name)
         if entry.shared and not self.shared:

@@ -100,30 +100,6 @@ class _XactHold:
     marker: _TransactionMarker
 
 
-class _TransactionRegistry(dict[Any, Any]):
-    """The reentrancy registry of a transaction-scoped backend: an entry whose transaction is
-    over is forgotten (and its hold marked lost) when looked up, so the next acquisition in this
-    thread takes the lock again in its own transaction instead of counting a nesting of a lock
-    PostgreSQL already released."""
-
-    def __init__(self, backend: AdvisoryLockBackend) -> None:
-        super().__init__()
-        self.backend = backend
-
-    def get(self, key: Any, default: Any = None) -> Any:
-        entry: Any = super().get(key)
-        if entry is None:
-            return default
-        data = entry.hold.data
-        if isinstance(data, _XactHold) and not self.backend._xact_alive(data):
-            if super().get(key) is entry:
-                del self[key]
-            entry.lost = True
-            entry.lost_reason = "its transaction ended (PostgreSQL released it at commit or rollback)"
-            return default
-        return entry
-
-
 def _as_bool(value: Any, option: str) -> bool:
     if isinstance(value, bool):
         return value
@@ -228,8 +204,6 @@ class AdvisoryLockBackend(BaseLockBackend):
             caps.discard(WATCHDOG)  # the hold is on the caller's connection: no other thread may use it
             caps.discard(ASYNC_NATIVE)  # Django's transactions are synchronous
         self.capabilities = frozenset(caps)  # type: ignore[misc]
-        if scope == TRANSACTION:
-            self._entries = _TransactionRegistry(self)
         self._factory = ConnectionFactory(
             _strip_our_query(location) if location else None,
             libpq,
@@ -531,6 +505,14 @@ class AdvisoryLockBackend(BaseLockBackend):
         transaction.on_commit(marker, using=self.database)
         return _XactHold(self.database or "", marker)
 
+    def reentry_lost(self, hold: Hold) -> str | None:
+        # A transaction-scoped lock taken again in this thread after its transaction ended:
+        # PostgreSQL released it at commit or rollback, so take it again in the new transaction.
+        data = hold.data
+        if isinstance(data, _XactHold) and not self._xact_alive(data):
+            return "its transaction ended (PostgreSQL released it at commit or rollback)"
+        return None
+
     def _xact_alive(self, state: _XactHold) -> bool:
         """Whether the transaction (and savepoint) that took the lock is still open: no query."""
         from django.db import connections
@@ -780,8 +762,6 @@ class AdvisoryLockBackend(BaseLockBackend):
 
     def _after_fork(self) -> None:
         super()._after_fork()
-        if self.scope == TRANSACTION:
-            self._entries = _TransactionRegistry(self)
         self._factory.forget()
 
     def bench_peers(self) -> list[BenchSubject]:

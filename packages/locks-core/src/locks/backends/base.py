@@ -296,6 +296,14 @@ class BaseLockBackend:
         """Whether the hold is still held (``watchdog`` capability). Must not block for long."""
         return True
 
+    def reentry_lost(self, hold: Hold) -> str | None:
+        """Asked when the thread or task that holds ``hold`` takes the same lock again: the reason
+        the hold is already gone, without the server having told anyone (say, a lock scoped to a
+        transaction that has ended), or ``None``. A gone hold is marked lost and the lock taken
+        anew, instead of counting a nesting of a lock nobody holds. Called on that path only, so
+        it must not query the server."""
+        return None
+
     def is_locked(self, key: Key) -> bool:
         """Whether anyone holds the lock (a snapshot: it may change at once)."""
         raise NotImplementedError
