@@ -162,6 +162,117 @@ class TestRedisBehaviour:
         assert not redis_backend.lock(name).locked()
 
 
+def direct_connection_id(backend: RedisLockBackend) -> int:
+    """The server's id of the idle connection the lock scripts run on."""
+    assert backend._direct is not None
+    (connection,) = backend._direct._idle
+    connection.send_command("CLIENT", "ID")
+    return int(connection.read_response())
+
+
+class TestRedisScriptConnections:
+    """The lock scripts run on connections of their own (``locks_cache.redis_direct``)."""
+
+    def test_one_thread_reuses_one_connection(self, redis_backend: RedisLockBackend) -> None:
+        name = unique()
+        with redis_backend.lock(name, timeout=5):
+            pass
+        first = direct_connection_id(redis_backend)
+        for _ in range(20):
+            with redis_backend.lock(name, timeout=5):
+                pass
+        assert direct_connection_id(redis_backend) == first
+
+    def test_scripts_are_sent_again_after_a_script_flush(self, redis_backend: RedisLockBackend) -> None:
+        name = unique()
+        with redis_backend.lock(name, timeout=5) as held:
+            first = held.token
+        redis_backend.client.script_flush()
+        with redis_backend.lock(name, timeout=5) as held:
+            assert held.token is not None and first is not None and held.token > first
+        assert not redis_backend.lock(name).locked()
+
+    def test_a_connection_the_server_closed_is_replaced_without_an_error(self, redis_backend: RedisLockBackend) -> None:
+        name = unique()
+        handle = redis_backend.lock(name)
+        assert handle.acquire(timeout=5)
+        killed = direct_connection_id(redis_backend)
+        assert redis_backend.client.client_kill_filter(_id=killed) == 1
+        handle.release()  # the idle connection is dead: a new one carries the release
+        assert not handle.locked()
+        assert direct_connection_id(redis_backend) != killed
+        with redis_backend.lock(name, timeout=5):
+            pass
+
+    def test_an_acquire_sent_twice_finds_its_own_hold(self, redis_backend: RedisLockBackend) -> None:
+        """A call sent again after its connection broke before the reply must not leave the lock
+        held by nobody's knowledge until its lease ends."""
+        from locks.backends import LockRequest, Owner
+
+        name = unique()
+        request = LockRequest(name, redis_backend.make_key(name), shared=False, ttl=30, owner=Owner.current())
+        script, keys, args, _ = redis_backend._acquire_args(request, 0)
+        first = redis_backend._run(script, keys, args)
+        again = redis_backend._run(script, keys, args)
+        assert first[0] == 1 and list(again) == list(first)
+        other = RedisLockBackend(location=REDIS_URL, options={"NAMESPACE": NAMESPACE}).lock(name)
+        assert not other.acquire(timeout=0)
+        assert redis_backend.force_release(name) == 1
+
+    def test_a_forked_child_uses_its_own_connections(self, redis_backend: RedisLockBackend) -> None:
+        import multiprocessing
+
+        name, other_name = unique(), unique()
+        with redis_backend.lock(name, timeout=5):
+            pass
+        parent_id = direct_connection_id(redis_backend)
+        ctx = multiprocessing.get_context("fork")
+        queue = ctx.Queue()
+
+        def child() -> None:
+            try:
+                for _ in range(200):
+                    with redis_backend.lock(other_name, timeout=5):
+                        pass
+                queue.put(direct_connection_id(redis_backend))
+            except BaseException as exc:
+                queue.put(repr(exc))
+
+        process = ctx.Process(target=child)
+        process.start()
+        for _ in range(200):  # at the same time: a shared socket would mix up the replies
+            with redis_backend.lock(name, timeout=5):
+                pass
+        child_id = queue.get(timeout=30)
+        process.join(20)
+        assert isinstance(child_id, int) and child_id != parent_id, child_id
+        # the child dropped the connection it inherited without shutting the parent's down
+        assert direct_connection_id(redis_backend) == parent_id
+        with redis_backend.lock(name, timeout=5):
+            pass
+
+    def test_resp3_connections(self) -> None:
+        sep = "&" if "?" in REDIS_URL else "?"
+        backend = RedisLockBackend(location=f"{REDIS_URL}{sep}protocol=3", options={"NAMESPACE": NAMESPACE})
+        name = unique()
+        try:
+            with backend.lock(name, timeout=5) as held:
+                assert isinstance(held.token, int)
+                assert not RedisLockBackend(location=REDIS_URL, options={"NAMESPACE": NAMESPACE}).lock(name).acquire(0)
+            assert backend._direct is not None and backend._direct._idle[0].protocol in (3, "3")
+        finally:
+            backend.close()
+
+    def test_close_closes_the_script_connections(self) -> None:
+        backend = RedisLockBackend(location=REDIS_URL, options={"NAMESPACE": NAMESPACE})
+        with backend.lock(unique(), timeout=5):
+            pass
+        ident = direct_connection_id(backend)
+        backend.close()
+        listed = RedisLockBackend(location=REDIS_URL).client.client_list()
+        assert ident not in {int(entry["id"]) for entry in listed}
+
+
 class TestMemcached:
     def test_expiry_is_never_shorter_than_the_ttl(self) -> None:
         assert memcached_expiry(0.2) == 2

@@ -39,7 +39,10 @@ def _driver_url(backend: RedisLockBackend) -> str:
 
 def redis_peers(backend: RedisLockBackend) -> list[BenchSubject]:
     url = _driver_url(backend)
-    peers = [BenchSubject("raw SET NX + Lua release (floor)", "locks_cache.bench:RawRedis", {"url": url})]
+    peers = [
+        BenchSubject("raw SET NX + Lua release (floor)", "locks_cache.bench:RawRedis", {"url": url}),
+        BenchSubject("the same, on one connection", "locks_cache.bench:RawRedisConnection", {"url": url}),
+    ]
     for module, label, factory in (
         ("redis", "redis-py Lock", "locks_cache.bench:RedisPyLock"),
         ("redis_lock", "python-redis-lock", "locks_cache.bench:PythonRedisLock"),
@@ -112,6 +115,35 @@ class RawRedis:
 
     def close(self) -> None:
         self.client.close()
+
+
+class RawRedisConnection(RawRedis):
+    """The floor's two commands sent on one redis-py connection, without the client's per-command
+    machinery (pool checks, retry and observability wrappers), as locks-cache sends its scripts:
+    what the wire and the server cost."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.connection: Any = self.client.connection_pool.make_connection()
+        self.release_sha = self.client.script_load(_COMPARE_AND_DELETE)
+
+    def _call(self, *args: Any) -> Any:
+        self.connection.send_command(*args)
+        return self.connection.read_response()
+
+    def acquire(self, name: str) -> None:
+        token = os.urandom(16).hex().encode()
+        key = "bench-rawconn:" + name
+        while not self._call("SET", key, token, "NX", "PX", _LEASE * 1000):
+            time.sleep(0.001)
+        self.tokens[name] = token
+
+    def release(self, name: str) -> None:
+        self._call("EVALSHA", self.release_sha, 1, "bench-rawconn:" + name, self.tokens.pop(name))
+
+    def close(self) -> None:
+        self.connection.disconnect()
+        super().close()
 
 
 class RedisPyLock:

@@ -17,7 +17,8 @@ of a Redis Cluster:
 * ``<ns>{K}:w``: the wake-up list: a release pushes, a waiter's ``BLPOP`` returns. Unlike pub/sub,
   a signal pushed between a waiter's failed attempt and its ``BLPOP`` is not lost.
 
-Each uncontended acquire and each release is one round trip (``EVALSHA``).
+Each uncontended acquire and each release is one round trip (``EVALSHA``), sent on connections of
+the backend's own (:mod:`locks_cache.redis_direct`) rather than through redis-py's client.
 """
 
 from __future__ import annotations
@@ -52,12 +53,15 @@ from locks.backends import (
 from locks.exceptions import BackendUnavailable, LockLost
 from locks.keys import Key, KeySpec, LockName
 from locks_cache.options import as_bool, as_seconds, as_str, lift_query
+from locks_cache.redis_direct import DirectScripts
 
 #: Fencing counters outlive the lease by this long, so a clock stepping back between two
 #: acquisitions still yields a larger token (see ``ACQUIRE``).
 FENCE_KEEP_MS = 3_600_000
 #: How long a release signal waits in the list for a waiter that is about to block.
 WAKE_KEEP_MS = 10_000
+#: Length of a hold's random token (hex), which leads the lock's value.
+TOKEN_CHARS = 32
 #: Names are recorded (for listing) up to this many characters.
 NAME_RECORDED = 1000
 
@@ -69,9 +73,11 @@ _NOW_MS = (
 # name), ttl ms, wait ms. Returns {1, fence} when acquired, {0, ms until the holder's lease ends}
 # when busy (-1: no expiry). The fence is an INCR; a counter that does not exist (first use, or
 # expired an hour after it was created) starts at the server time in µs, so tokens keep growing
-# across its expiry as long as the server clock does not step back. A waiting attempt (wait ms >
-# 0) that fails sets the wait flag, so the next release signals, and drops a pending signal: it
-# was sent by a release before the current hold began, and would wake this waiter for nothing.
+# across its expiry as long as the server clock does not step back. An attempt that finds its own
+# token (sent again after the connection broke before the first reply) is told it holds the lock.
+# A waiting attempt (wait ms > 0) that fails sets the wait flag, so the next release signals, and
+# drops a pending signal: it was sent by a release before the current hold began, and would wake
+# this waiter for nothing.
 ACQUIRE = """
 if redis.call('set', KEYS[1], ARGV[1], 'nx', 'px', ARGV[2]) then
   local fence = redis.call('incr', KEYS[2])
@@ -81,6 +87,10 @@ if redis.call('set', KEYS[1], ARGV[1], 'nx', 'px', ARGV[2]) then
     redis.call('set', KEYS[2], string.format('%d', fence), 'px', tonumber(ARGV[2]) + FENCE_KEEP_MS)
   end
   return {1, fence}
+end
+local held = redis.pcall('get', KEYS[1])
+if type(held) == 'string' and string.sub(held, 1, TOKEN_CHARS) == string.sub(ARGV[1], 1, TOKEN_CHARS) then
+  return {1, tonumber(redis.call('get', KEYS[2]))}
 end
 if ARGV[3] ~= '0' then
   redis.call('set', KEYS[3], '1', 'px', ARGV[3])
@@ -192,7 +202,9 @@ return broken
 """
 
 _SCRIPTS = {
-    name: src.replace("FENCE_KEEP_MS", str(FENCE_KEEP_MS)).replace("WAKE_KEEP_MS", str(WAKE_KEEP_MS))
+    name: src.replace("FENCE_KEEP_MS", str(FENCE_KEEP_MS))
+    .replace("WAKE_KEEP_MS", str(WAKE_KEEP_MS))
+    .replace("TOKEN_CHARS", str(TOKEN_CHARS))
     for name, src in {
         "acquire": ACQUIRE,
         "acquire_shared": ACQUIRE_SHARED,
@@ -324,8 +336,10 @@ class RedisLockBackend(BaseLockBackend):
         self._client: Any = None
         self._client_lock = threading.Lock()
         self._scripts_by_name: dict[str, Any] | None = None
+        self._direct: DirectScripts | None = None
         if not self.cluster:
             self._client = self._make_client()  # cheap: redis-py connects on first use
+            self._direct = DirectScripts(self._client.connection_pool, _SCRIPTS, self._redis.exceptions)
         socket_timeout = self._socket_timeout()
         # A blocking wait must end well before the socket read times out.
         self.wait_slice = min(wait_slice or 2.0, socket_timeout / 2) if socket_timeout else wait_slice or 2.0
@@ -352,6 +366,13 @@ class RedisLockBackend(BaseLockBackend):
             client = self.client
             scripts = self._scripts_by_name = {name: client.register_script(src) for name, src in _SCRIPTS.items()}
         return scripts
+
+    def _run(self, script: str, keys: list[str], args: list[Any]) -> Any:
+        """Runs one of the lock scripts: over connections of its own (see
+        :mod:`locks_cache.redis_direct`), or through redis-py's client on a cluster."""
+        if self._direct is None:
+            return self._scripts[script](keys, args)
+        return self._direct(script, keys, args)
 
     # -- construction ---------------------------------------------------------------------
     @classmethod
@@ -432,7 +453,7 @@ class RedisLockBackend(BaseLockBackend):
     # -- primitives -------------------------------------------------------------------------
     def _acquire_args(self, request: LockRequest, wait_ms: int) -> tuple[Any, list[str], list[Any], bytes]:
         keys = self.keys_of(request.key)
-        token = os.urandom(16).hex().encode()
+        token = os.urandom(TOKEN_CHARS // 2).hex().encode()
         ttl_ms = max(1, int((request.ttl or self.default_ttl or 60.0) * 1000))
         if request.shared:
             script, first = "acquire_shared", token
@@ -443,7 +464,7 @@ class RedisLockBackend(BaseLockBackend):
     def _attempt(self, request: LockRequest, wait_ms: int) -> Hold | int:
         script, keys, args, token = self._acquire_args(request, wait_ms)
         try:
-            got, value = self._scripts[script](keys, args)
+            got, value = self._run(script, keys, args)
         except self._errors as exc:
             raise self._unavailable(exc, request.name) from exc
         if got:
@@ -515,7 +536,7 @@ class RedisLockBackend(BaseLockBackend):
     def release(self, hold: Hold) -> None:
         script, keys, args = self._release_args(hold)
         try:
-            released = self._scripts[script](keys, args)
+            released = self._run(script, keys, args)
         except self._errors as exc:
             raise self._unavailable(exc, hold.name) from exc
         if not released:
@@ -529,7 +550,7 @@ class RedisLockBackend(BaseLockBackend):
     def extend(self, hold: Hold, ttl: float) -> None:
         keys, args = self._extend_args(hold, ttl)
         try:
-            extended = self._scripts["extend"](keys, args)
+            extended = self._run("extend", keys, args)
         except self._errors as exc:
             raise self._unavailable(exc, hold.name) from exc
         if not extended:
@@ -617,11 +638,13 @@ class RedisLockBackend(BaseLockBackend):
     def force_release(self, name: LockName) -> int:
         keys = self.keys_of(self.make_key(self.validate_name(name)))
         try:
-            return int(self._scripts["force"]([keys.lock, keys.wake]))
+            return int(self._run("force", [keys.lock, keys.wake], []))
         except self._errors as exc:
             raise self._unavailable(exc, name) from exc
 
     def close(self) -> None:
+        if self._direct is not None:
+            self._direct.close()
         if self._client is None:
             return
         try:
