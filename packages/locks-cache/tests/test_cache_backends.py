@@ -263,6 +263,33 @@ class TestRedisScriptConnections:
         finally:
             backend.close()
 
+    def test_asyncio_calls_reuse_a_connection_and_replace_a_dead_one(self, redis_backend: RedisLockBackend) -> None:
+        name = unique()
+
+        async def connection_id() -> int:
+            direct = redis_backend._astate().direct
+            assert direct is not None
+            (connection,) = direct._idle
+            await connection.send_command("CLIENT", "ID")
+            return int(await connection.read_response())
+
+        async def main() -> None:
+            for _ in range(3):
+                async with redis_backend.alock(name, timeout=5):
+                    pass
+            first = await connection_id()
+            async with redis_backend.alock(name, timeout=5):
+                pass
+            assert await connection_id() == first
+            handle = redis_backend.alock(name)
+            assert await handle.acquire(timeout=5)
+            await redis_backend._astate().client.client_kill_filter(_id=first)
+            await handle.release()  # on a new connection, without an error
+            assert not await handle.locked()
+            assert await connection_id() != first
+
+        asyncio.run(main())
+
     def test_close_closes_the_script_connections(self) -> None:
         backend = RedisLockBackend(location=REDIS_URL, options={"NAMESPACE": NAMESPACE})
         with backend.lock(unique(), timeout=5):

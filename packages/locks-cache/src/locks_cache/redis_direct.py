@@ -7,7 +7,8 @@ redis-py 8.1 on loopback: about 90 µs per command, where the round trip itself 
 pays that twice (acquire and release), so the scripts take a shorter road:
 
 * connections built like the client's own (same class and arguments: TLS, auth, db, RESP3, socket
-  timeouts), kept in an idle list of their own, one per thread at a time;
+  timeouts), kept in an idle list of their own, one per thread (or asyncio task) at a time;
+  asyncio ones (:class:`AsyncDirectScripts`) belong to one event loop;
 * ``EVALSHA`` packed here, sent with ``send_packed_command`` and read with ``read_response``;
 * ``NOSCRIPT`` (a restarted or flushed server) sends the script's source once with ``EVAL``;
 * a connection that had sat idle and turns out dead (the server restarted or closed it) is
@@ -29,8 +30,15 @@ def _bulk(value: bytes) -> bytes:
     return b"$%d\r\n%s\r\n" % (len(value), value)
 
 
-class DirectScripts:
-    """Runs named Lua scripts on connections made from ``pool``'s class and arguments."""
+def _connected(connection: Any) -> bool:
+    state = getattr(connection, "is_connected", None)  # asyncio connections (and recent sync ones)
+    if state is None:
+        state = getattr(connection, "_sock", None) is not None
+    return bool(state)
+
+
+class _ScriptConnections:
+    """What the sync and asyncio runners share: the packed commands and the idle list."""
 
     def __init__(self, pool: Any, sources: Mapping[str, str], exceptions: Any) -> None:
         self._connection_class = pool.connection_class
@@ -46,22 +54,36 @@ class DirectScripts:
         self._idle: list[Any] = []
         self._pid = os.getpid()
 
-    def __call__(self, name: str, keys: Sequence[str], args: Sequence[bytes | int]) -> Any:
-        """The script's reply; redis-py's ``ConnectionError``/``TimeoutError`` when the server
-        cannot be reached, its ``ResponseError`` for an error reply."""
+    def _take(self) -> tuple[Any, bool]:
+        """An idle connection (or a new one), and whether it was connected before."""
         if self._pid != os.getpid():
             # A forked child must not share its parent's sockets: the parent keeps them (they
             # are closed here without a shutdown, as redis-py does for a foreign pid).
             self._idle = []
             self._pid = os.getpid()
-        parts = [b"*%d\r\n" % (3 + len(keys) + len(args)), b"", b"$%d\r\n%d\r\n" % (len(str(len(keys))), len(keys))]
-        parts.extend(_bulk(key.encode()) for key in keys)
-        parts.extend(_bulk(arg if isinstance(arg, bytes) else b"%d" % arg) for arg in args)
         try:
             connection = self._idle.pop()
         except IndexError:
             connection = self._connection_class(**self._connection_kwargs)
-        reused = getattr(connection, "_sock", None) is not None
+        return connection, _connected(connection)
+
+    @staticmethod
+    def _parts(keys: Sequence[str], args: Sequence[bytes | int]) -> list[bytes]:
+        """The command, with a free slot (index 1) for ``EVALSHA <sha>`` or ``EVAL <source>``."""
+        parts = [b"*%d\r\n" % (3 + len(keys) + len(args)), b"", b"$%d\r\n%d\r\n" % (len(str(len(keys))), len(keys))]
+        parts.extend(_bulk(key.encode()) for key in keys)
+        parts.extend(_bulk(arg if isinstance(arg, bytes) else b"%d" % arg) for arg in args)
+        return parts
+
+
+class DirectScripts(_ScriptConnections):
+    """Runs named Lua scripts on connections made from ``pool``'s class and arguments."""
+
+    def __call__(self, name: str, keys: Sequence[str], args: Sequence[bytes | int]) -> Any:
+        """The script's reply; redis-py's ``ConnectionError``/``TimeoutError`` when the server
+        cannot be reached, its ``ResponseError`` for an error reply."""
+        parts = self._parts(keys, args)
+        connection, reused = self._take()
         try:
             try:
                 reply = self._send(connection, name, parts)
@@ -94,3 +116,37 @@ class DirectScripts:
         idle, self._idle = self._idle, []
         for connection in idle:
             connection.disconnect()
+
+
+class AsyncDirectScripts(_ScriptConnections):
+    """:class:`DirectScripts` on ``redis.asyncio`` connections, for one event loop."""
+
+    async def __call__(self, name: str, keys: Sequence[str], args: Sequence[bytes | int]) -> Any:
+        parts = self._parts(keys, args)
+        connection, reused = self._take()
+        try:
+            try:
+                reply = await self._send(connection, name, parts)
+            except self._timeout_error:
+                raise
+            except self._connection_error:
+                if not reused:
+                    raise
+                reply = await self._send(connection, name, parts)
+        except BaseException:
+            # Cancelled mid-call, or a socket error: the connection's state is unknown. redis-py
+            # has already closed it on most paths; it never goes back to the idle list.
+            await connection.disconnect(nowait=True)
+            raise
+        self._idle.append(connection)
+        return reply
+
+    async def _send(self, connection: Any, name: str, parts: list[bytes]) -> Any:
+        parts[1] = self._evalsha[name]
+        await connection.send_packed_command([b"".join(parts)], check_health=False)
+        try:
+            return await connection.read_response()
+        except self._no_script:
+            parts[1] = self._eval[name]
+            await connection.send_packed_command([b"".join(parts)], check_health=False)
+            return await connection.read_response()

@@ -29,8 +29,8 @@ import random
 import threading
 import time
 import weakref
-from collections.abc import Mapping
-from typing import Any, ClassVar
+from collections.abc import Awaitable, Mapping
+from typing import Any, ClassVar, cast
 from urllib.parse import parse_qsl, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
@@ -53,7 +53,7 @@ from locks.backends import (
 from locks.exceptions import BackendUnavailable, LockLost
 from locks.keys import Key, KeySpec, LockName
 from locks_cache.options import as_bool, as_seconds, as_str, lift_query
-from locks_cache.redis_direct import DirectScripts
+from locks_cache.redis_direct import AsyncDirectScripts, DirectScripts
 
 #: Fencing counters outlive the lease by this long, so a clock stepping back between two
 #: acquisitions still yields a larger token (see ``ACQUIRE``).
@@ -258,9 +258,16 @@ class _KeySet:
 class _AsyncState:
     """A ``redis.asyncio`` client bound to one event loop, with its scripts."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, exceptions: Any, cluster: bool) -> None:
         self.client = client
         self.scripts = {name: client.register_script(src) for name, src in _SCRIPTS.items()}
+        self.direct = None if cluster else AsyncDirectScripts(client.connection_pool, _SCRIPTS, exceptions)
+
+    def run(self, script: str, keys: list[str], args: list[Any]) -> Awaitable[Any]:
+        """As :meth:`RedisLockBackend._run`, on this loop."""
+        if self.direct is None:
+            return cast("Awaitable[Any]", self.scripts[script](keys, args))
+        return self.direct(script, keys, args)
 
 
 class RedisLockBackend(BaseLockBackend):
@@ -419,7 +426,7 @@ class RedisLockBackend(BaseLockBackend):
             with self._async_lock:
                 state = self._async.get(loop)
                 if state is None:
-                    state = self._async[loop] = _AsyncState(self._async_client())
+                    state = self._async[loop] = _AsyncState(self._async_client(), self._redis.exceptions, self.cluster)
         return state
 
     # -- keys ---------------------------------------------------------------------------------
@@ -656,7 +663,7 @@ class RedisLockBackend(BaseLockBackend):
     async def _aattempt(self, request: LockRequest, wait_ms: int) -> Hold | int:
         state = self._astate()
         script, keys, args, token = self._acquire_args(request, wait_ms)
-        call = asyncio.ensure_future(state.scripts[script](keys, args))
+        call = asyncio.ensure_future(state.run(script, keys, args))
         try:
             got, value = await asyncio.shield(call)
         except asyncio.CancelledError:
@@ -705,7 +712,7 @@ class RedisLockBackend(BaseLockBackend):
     async def arelease(self, hold: Hold) -> None:
         script, keys, args = self._release_args(hold)
         try:
-            released = await self._astate().scripts[script](keys, args)
+            released = await self._astate().run(script, keys, args)
         except self._errors as exc:
             raise self._unavailable(exc, hold.name) from exc
         if not released:
@@ -714,7 +721,7 @@ class RedisLockBackend(BaseLockBackend):
     async def aextend(self, hold: Hold, ttl: float) -> None:
         keys, args = self._extend_args(hold, ttl)
         try:
-            extended = await self._astate().scripts["extend"](keys, args)
+            extended = await self._astate().run("extend", keys, args)
         except self._errors as exc:
             raise self._unavailable(exc, hold.name) from exc
         if not extended:
