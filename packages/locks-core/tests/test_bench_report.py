@@ -36,6 +36,22 @@ def test_ratios_are_against_the_floor() -> None:
     assert ratios(results()[:1]) == {}
 
 
+def test_each_subject_is_compared_with_the_floor_listed_before_it() -> None:
+    two_servers = [
+        *results(),
+        Result("other server (floor)", 1.0, 2.0, 8000.0, 4, 0.5, 0.6),
+        Result("locks on the other server", 1.5, 3.0, 4000.0, 4, 1.0, 1.2),
+    ]
+    rel = ratios(two_servers)
+    assert rel["locks (X)"]["uncontended_median"] == 2.0  # before any floor: the first one
+    assert rel["other server (floor)"]["uncontended_median"] == 1.0
+    assert rel["locks on the other server"] == {
+        "uncontended_median": 1.5,
+        "contended_throughput": 0.5,
+        "handoff_median": 2.0,
+    }
+
+
 def test_table_and_json_show_failures_instead_of_numbers() -> None:
     out = io.StringIO()
     render_table(results(), out)

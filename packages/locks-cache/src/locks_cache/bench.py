@@ -40,7 +40,7 @@ def _driver_url(backend: RedisLockBackend) -> str:
 def redis_peers(backend: RedisLockBackend) -> list[BenchSubject]:
     url = _driver_url(backend)
     peers = [
-        BenchSubject("raw SET NX + Lua release (floor)", "locks_cache.bench:RawRedis", {"url": url}),
+        _redis_floor(url),
         BenchSubject("the same, on one connection", "locks_cache.bench:RawRedisConnection", {"url": url}),
     ]
     for module, label, factory in (
@@ -56,14 +56,21 @@ def redis_peers(backend: RedisLockBackend) -> list[BenchSubject]:
             peers.append(BenchSubject(label, factory, kwargs))
     memcached = os.environ.get("LOCKS_MEMCACHED_URL")
     if memcached:
-        # The Memcached side in the same run: this backend, its floor and django-cache-lock there.
+        # The Memcached side in the same run: its floor first (the ratios of the rows after it are
+        # to that floor), this backend, and django-cache-lock there.
         from locks.bench import backend_subject
 
+        floor, *others = _memcached_subjects(memcached.split("?")[0])
+        peers.append(floor)
         peers.append(
             backend_subject("locks-cache Memcached", BackendSpec("locks_cache.MemcachedLockBackend", memcached))
         )
-        peers.extend(_memcached_subjects(memcached.split("?")[0]))
+        peers.extend(others)
     return peers
+
+
+def _redis_floor(url: str) -> BenchSubject:
+    return BenchSubject("raw SET NX + Lua release (floor)", "locks_cache.bench:RawRedis", {"url": url})
 
 
 def memcached_peers(backend: MemcachedLockBackend) -> list[BenchSubject]:
@@ -72,6 +79,11 @@ def memcached_peers(backend: MemcachedLockBackend) -> list[BenchSubject]:
     if redis_url:
         from locks.bench import backend_subject
 
+        # the Redis floor first, so that the Redis row's ratios are to it
+        from locks_cache.options import lift_query
+        from locks_cache.redis_lock import _URL_OPTIONS
+
+        peers.append(_redis_floor(lift_query(redis_url, _URL_OPTIONS)[0]))
         peers.append(backend_subject("locks-cache Redis", BackendSpec("locks_cache.RedisLockBackend", redis_url)))
     return peers
 

@@ -453,13 +453,17 @@ class Bench:
 
 # -- reports -------------------------------------------------------------------------------------
 def ratios(results: Sequence[Result]) -> dict[str, dict[str, float | None]]:
-    """Each subject's figures divided by the floor's (uncontended and handoff: lower is better;
-    throughput: higher is better)."""
+    """Each subject's figures divided by its floor's (uncontended and handoff: lower is better;
+    throughput: higher is better). A run can hold several floors (one per server, when it
+    measures two): a subject's floor is the nearest one listed before it, or the first one for
+    the subjects listed before any floor."""
     floor = next((r for r in results if r.is_floor), None)
     out: dict[str, dict[str, float | None]] = {}
     if floor is None:
         return out
     for r in results:
+        if r.is_floor:
+            floor = r
         out[r.label] = {
             "uncontended_median": _ratio(r.uncontended_median_us, floor.uncontended_median_us),
             "contended_throughput": _ratio(r.contended_ops_per_s, floor.contended_ops_per_s),
