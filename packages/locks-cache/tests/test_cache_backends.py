@@ -251,6 +251,20 @@ class TestRedisScriptConnections:
         with redis_backend.lock(name, timeout=5):
             pass
 
+    def test_an_error_reply_keeps_the_connection(self, redis_backend: RedisLockBackend) -> None:
+        import redis
+
+        name = unique()
+        with redis_backend.lock(name, timeout=5):
+            pass
+        first = direct_connection_id(redis_backend)
+        with pytest.raises(redis.exceptions.ResponseError):
+            keys = redis_backend.keys_of(redis_backend.make_key(name))
+            redis_backend._run("acquire", [keys.lock, keys.fence, keys.wait, keys.wake], [b"t", b"not-a-ttl", 0])
+        assert direct_connection_id(redis_backend) == first
+        with redis_backend.lock(name, timeout=5):
+            pass
+
     def test_resp3_connections(self) -> None:
         sep = "&" if "?" in REDIS_URL else "?"
         backend = RedisLockBackend(location=f"{REDIS_URL}{sep}protocol=3", options={"NAMESPACE": NAMESPACE})

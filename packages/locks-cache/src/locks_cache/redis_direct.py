@@ -51,6 +51,7 @@ class _ScriptConnections:
         self._no_script = exceptions.NoScriptError
         self._connection_error = exceptions.ConnectionError
         self._timeout_error = exceptions.TimeoutError
+        self._error_reply = exceptions.ResponseError
         self._idle: list[Any] = []
         self._pid = os.getpid()
 
@@ -93,6 +94,9 @@ class DirectScripts(_ScriptConnections):
                 if not reused:
                     raise
                 reply = self._send(connection, name, parts)  # redis-py reconnects it on send
+        except self._error_reply:
+            self._idle.append(connection)  # an error reply leaves the connection in step
+            raise
         except BaseException:
             # redis-py has closed it on a socket error; anything else (an interrupt mid-read)
             # leaves it in an unknown state: either way it does not go back to the idle list.
@@ -133,6 +137,9 @@ class AsyncDirectScripts(_ScriptConnections):
                 if not reused:
                     raise
                 reply = await self._send(connection, name, parts)
+        except self._error_reply:
+            self._idle.append(connection)
+            raise
         except BaseException:
             # Cancelled mid-call, or a socket error: the connection's state is unknown. redis-py
             # has already closed it on most paths; it never goes back to the idle list.
