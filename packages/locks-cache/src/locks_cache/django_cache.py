@@ -159,11 +159,8 @@ class DjangoRedisCacheLockBackend(DjangoCacheLockBackend, RedisLockBackend):
         self._owns_pool = True
         return type(pool)(connection_class=pool.connection_class, **kwargs)
 
-    def close(self) -> None:
-        """The cache's own pool stays open; a pool made here (see ``_bounded``) is closed, as are
-        the connections the lock scripts run on."""
-        if self._direct is not None:
-            self._direct.close()
+    def _close_client(self) -> None:
+        """The cache's own pool stays open; a pool made here (see ``_bounded``) is closed."""
         client = self._client
         if client is not None and self._owns_pool:
             client.close()

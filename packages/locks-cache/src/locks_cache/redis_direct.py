@@ -11,6 +11,7 @@ pays that twice (acquire and release), so the scripts take a shorter road:
   asyncio ones (:class:`AsyncDirectScripts`) belong to one event loop;
 * ``EVALSHA`` packed here, sent with ``send_packed_command`` and read with ``read_response``;
 * ``NOSCRIPT`` (a restarted or flushed server) sends the script's source once with ``EVAL``;
+* a forked child drops the connections it inherited (``forget``, from the backend's fork hook);
 * a connection that had sat idle and turns out dead (the server restarted or closed it) is
   reconnected and the call sent once more, as redis-py's own retry would; a timeout is never
   retried: the server may be frozen, and the caller must hear of it in one socket timeout.
@@ -21,7 +22,6 @@ Redis Cluster clients keep redis-py's path: there, redis-py routes each call to 
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -53,15 +53,14 @@ class _ScriptConnections:
         self._timeout_error = exceptions.TimeoutError
         self._error_reply = exceptions.ResponseError
         self._idle: list[Any] = []
-        self._pid = os.getpid()
+
+    def forget(self) -> None:
+        """Drops the idle connections without closing them: in a forked child, they are the
+        parent's sockets (redis-py closes a connection of another pid without a shutdown)."""
+        self._idle = []
 
     def _take(self) -> tuple[Any, bool]:
         """An idle connection (or a new one), and whether it was connected before."""
-        if self._pid != os.getpid():
-            # A forked child must not share its parent's sockets: the parent keeps them (they
-            # are closed here without a shutdown, as redis-py does for a foreign pid).
-            self._idle = []
-            self._pid = os.getpid()
         try:
             connection = self._idle.pop()
         except IndexError:

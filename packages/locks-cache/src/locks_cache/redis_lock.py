@@ -650,14 +650,28 @@ class RedisLockBackend(BaseLockBackend):
             raise self._unavailable(exc, name) from exc
 
     def close(self) -> None:
+        """Closes the connections the scripts run on, then the client (:meth:`_close_client`)."""
         if self._direct is not None:
             self._direct.close()
+        self._close_client()
+
+    def _close_client(self) -> None:
         if self._client is None:
             return
         try:
             self._client.close()
         except Exception:  # noqa: BLE001 - closing is best effort
             pass
+
+    def _after_fork(self) -> None:
+        # The child must not use its parent's sockets: the script connections are dropped (the
+        # client's pool notices the new pid by itself).
+        super()._after_fork()
+        if self._direct is not None:
+            self._direct.forget()
+        for state in list(self._async.values()):
+            if state.direct is not None:
+                state.direct.forget()
 
     # -- asyncio, on the loop ---------------------------------------------------------------
     async def _aattempt(self, request: LockRequest, wait_ms: int) -> Hold | int:
