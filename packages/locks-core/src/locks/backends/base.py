@@ -38,6 +38,8 @@ from locks.exceptions import NotSupported
 from locks.keys import TEXT, Key, KeySpec, LockName, make_key, validate_name
 
 if TYPE_CHECKING:
+    from typing_extensions import Self
+
     from locks.aio import AsyncLock
     from locks.handle import Lock
 
@@ -319,7 +321,26 @@ class BaseLockBackend:
         return 0
 
     def close(self) -> None:
-        """Close connections the backend owns that no hold uses. Holds stay valid."""
+        """Close connections the backend owns that no hold uses. Holds stay valid.
+
+        Safe to call more than once, and from :meth:`__del__`: a backend that nobody references
+        any more closes its connections at once (backends keep no reference cycles to
+        themselves, so CPython frees them without waiting for the cyclic collector)."""
+
+    def __enter__(self) -> Self:
+        """``with locks.connect(url) as backend:`` closes the backend on exit."""
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        # A dropped backend gives its server connections back now, not when the cyclic garbage
+        # collector happens to run (four workers dropping backends exhausted PostgreSQL).
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - nothing can be reported from a finalizer
+            pass
 
     # -- async twins: thread-backed by default, overridden by native async backends ---------
     @classmethod
