@@ -309,7 +309,7 @@ class TestReentryLost:
         try:
             outer = backend.lock("reentry-lost")
             assert outer.acquire(timeout=0)
-            first = backend._entries[(outer._prepared[1], next(iter(outer._stacks)))].hold  # type: ignore[index]
+            first = backend.holds.get(outer._prepared[1], next(iter(outer._stacks))).hold  # type: ignore[index,union-attr]
             nested = backend.lock("reentry-lost")
             assert nested.acquire(timeout=0)  # counted: no new hold
             nested.release()

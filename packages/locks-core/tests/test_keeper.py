@@ -121,7 +121,7 @@ def test_keeper_and_holds_are_forgotten_in_a_forked_child(backend: MemoryLeaseBa
     if pid == 0:  # child: it holds nothing, and may not release what its parent holds
         code = 0
         try:
-            if backend._entries or keeper_module.keeper._heap:
+            if backend.holds or keeper_module.keeper._heap:
                 code = 3
             try:
                 handle.release()

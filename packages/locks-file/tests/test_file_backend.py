@@ -201,7 +201,7 @@ class TestProcessesAndRecords:
             os.write(write, b"x")
             os.close(write)
             os.waitpid(pid, 0)
-        for entry in list(other._entries.values()):
+        for entry in other.holds.entries():
             for h in list(entry.handles):
                 h.release()
 

@@ -135,7 +135,7 @@ class TestKeys:
 
 
 def _held_connections(backend: AdvisoryLockBackend) -> list[PgConnection]:
-    return [entry.hold.data for entry in backend._entries.values()]
+    return [entry.hold.data for entry in backend.holds.entries()]
 
 
 class TestOptions:

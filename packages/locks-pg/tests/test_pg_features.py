@@ -278,7 +278,7 @@ class TestViews:
     ) -> None:
         key = backend.make_key(name)
         with backend.lock(name, timeout=5):
-            (holder_pid,) = [e.hold.data.pid for e in backend._entries.values()]
+            (holder_pid,) = [e.hold.data.pid for e in backend.holds.entries()]
             waiting = threading.Thread(target=lambda: other.lock(name).acquire(timeout=1))
             waiting.start()
             deadline = time.monotonic() + 5

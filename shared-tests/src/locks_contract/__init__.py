@@ -36,6 +36,7 @@ from locks_contract.suite.leases import (
     AbstractSharedTests,
 )
 from locks_contract.suite.names import AbstractNameTests
+from locks_contract.suite.trust import AbstractHoldTrustTests
 
 
 class ContractTests(
@@ -45,6 +46,7 @@ class ContractTests(
     AbstractTimeoutTests,
     AbstractExclusionTests,
     AbstractReentrancyTests,
+    AbstractHoldTrustTests,
     AbstractCrashTests,
     AbstractLeaseTests,
     AbstractFencingTests,
@@ -71,6 +73,7 @@ __all__ = [
     "AbstractExclusionTests",
     "AbstractFencingTests",
     "AbstractForceReleaseTests",
+    "AbstractHoldTrustTests",
     "AbstractLeaseTests",
     "AbstractListingTests",
     "AbstractNameTests",

@@ -52,3 +52,17 @@ def hold_until_killed(spec: BackendSpec, name: str, ttl: float | None, ready: An
 
 def pid() -> int:
     return os.getpid()
+
+
+def hold_until_told(spec: BackendSpec, name: str, timeout: float, got: Any, done: Any) -> None:
+    """Wait up to ``timeout`` for the lock; once held, set ``got`` and hold it until ``done``."""
+    spec.run_setup()
+    backend = spec.build(alias="other-process")
+    try:
+        handle = backend.lock(name, timeout=timeout)
+        if handle.acquire():
+            got.set()
+            done.wait(120)
+            handle.release()
+    finally:
+        backend.close()

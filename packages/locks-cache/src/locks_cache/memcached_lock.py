@@ -28,7 +28,7 @@ from urllib.parse import unquote, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
-from locks.backends import FORCE_RELEASE, TTL, WATCHDOG, BaseLockBackend, BenchSubject, Hold, LockRequest
+from locks.backends import DEFAULT_LEASE, FORCE_RELEASE, TTL, WATCHDOG, BaseLockBackend, BenchSubject, Hold, LockRequest
 from locks.exceptions import BackendUnavailable, LockLost
 from locks.keys import SAFE_CHARS, Key, KeySpec, LockName
 from locks_cache.options import as_seconds, as_str, lift_query
@@ -96,7 +96,7 @@ class MemcachedLockBackend(BaseLockBackend):
     """Locks on one Memcached server: leases (``ttl``), owner-checked release and extend.
 
     ``LOCATION``: ``memcached://host:port`` (one server). ``OPTIONS`` (also as URL query
-    parameters, lower-case): ``DEFAULT_TTL`` (lease of a lock that gives none, default 60 s),
+    parameters, lower-case): ``DEFAULT_TTL`` (lease of a lock that gives none, default 10 s, renewed while held),
     ``NAMESPACE`` (key prefix, default ``"locks:"``, at most 32 bytes), ``TIMEOUT`` (connect and
     socket timeout, default 5 s); lower-case keys go to pymemcache's ``PooledClient``.
 
@@ -107,7 +107,6 @@ class MemcachedLockBackend(BaseLockBackend):
     capabilities = frozenset({TTL, FORCE_RELEASE, WATCHDOG})
     key_spec = KeySpec(kind="text", max_length=KEY_MAX - NAMESPACE_MAX, safe_chars=SAFE_CHARS)
     url_schemes = ("memcached",)
-    default_ttl: float | None = 60.0  # type: ignore[misc]
     watchdog_interval = 2.0
     #: Polling: first retry after ``poll_min``, then times 1.5 up to a cap that grows with the time
     #: already waited (``poll_cap_base`` + ``poll_cap_growth`` * waited, at most ``poll_max``).
@@ -196,7 +195,7 @@ class MemcachedLockBackend(BaseLockBackend):
     # -- primitives -------------------------------------------------------------------------
     def try_acquire(self, request: LockRequest) -> Hold | None:
         value = self._value(request)
-        ttl = request.ttl or self.default_ttl or 60.0
+        ttl = request.ttl or self.default_ttl or DEFAULT_LEASE
         key = self.server_key(request.key)
         try:
             added = self._mc(key).add(key, value, expire=memcached_expiry(ttl), noreply=False)

@@ -37,6 +37,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from locks.backends import (
     ASYNC_NATIVE,
+    DEFAULT_LEASE,
     FENCING,
     FORCE_RELEASE,
     LISTING,
@@ -280,7 +281,7 @@ class RedisLockBackend(BaseLockBackend):
 
     ``OPTIONS`` (also as URL query parameters, lower-case):
 
-    * ``DEFAULT_TTL`` (or ``TTL``): the lease of a lock that gives none (seconds, default 60);
+    * ``DEFAULT_TTL`` (or ``TTL``): the lease of a lock that gives none (seconds, default 10, renewed while held unless the lock says ``auto_renew=False``);
     * ``NAMESPACE``: prefix of every key (default ``"locks:"``); ``KEY_PREFIX`` also works;
     * ``CLUSTER``: connect with ``RedisCluster`` (default False);
     * ``WAIT_SLICE``: the longest a waiter blocks before checking again (seconds, default 2);
@@ -291,7 +292,6 @@ class RedisLockBackend(BaseLockBackend):
     capabilities = frozenset({TTL, SHARED, FENCING, LISTING, FORCE_RELEASE, NOTIFY, WATCHDOG, ASYNC_NATIVE})
     key_spec = KeySpec(kind="text", max_length=200)
     url_schemes = ("redis", "rediss")
-    default_ttl: float | None = 60.0  # type: ignore[misc]
     watchdog_interval = 2.0
     #: Back-off of a waiter that was woken but lost the race (the releaser took the lock again):
     #: doubles from ``backoff_min`` up to ``backoff_max`` (seconds), with jitter, before it queues
@@ -461,7 +461,7 @@ class RedisLockBackend(BaseLockBackend):
     def _acquire_args(self, request: LockRequest, wait_ms: int) -> tuple[Any, list[str], list[Any], bytes]:
         keys = self.keys_of(request.key)
         token = os.urandom(TOKEN_CHARS // 2).hex().encode()
-        ttl_ms = max(1, int((request.ttl or self.default_ttl or 60.0) * 1000))
+        ttl_ms = max(1, int((request.ttl or self.default_ttl or DEFAULT_LEASE) * 1000))
         if request.shared:
             script, first = "acquire_shared", token
         else:

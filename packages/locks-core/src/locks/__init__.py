@@ -52,7 +52,7 @@ def lock(
     timeout: float | timedelta | None = None,
     on_busy: str = "raise",
     ttl: float | timedelta | None = None,
-    auto_renew: bool = False,
+    auto_renew: bool | None = None,
     on_lost: Callable[[Lock], Any] | None = None,
     shared: bool = False,
 ) -> Lock:
@@ -68,8 +68,13 @@ def lock(
         on_busy: what ``with`` and a decorated call do when the timeout runs out: ``"raise"``
             :class:`LockTimeout`, or ``"skip"`` (the handle is falsy; the function returns None).
         ttl: lease length in seconds, for backends whose locks expire (``ttl`` capability).
-        auto_renew: renew the lease in the background until released.
+            Without it such a lock gets the backend's default lease (10 s), renewed in the
+            background while held: a live holder keeps it, a crashed one frees it within 10 s.
+        auto_renew: renew the lease in the background until released. Default: ``True`` for
+            the default lease, ``False`` for an explicit ``ttl`` (which then bounds the hold).
         on_lost: called with the handle, from the keeper thread, if the lock is lost while held.
+            It turns the watchdog on for this lock's holds (``watchdog`` capability); a backend
+            that can never tell raises :class:`NotSupported`.
         shared: a shared (read) lock (``shared`` capability).
 
     Raises:
@@ -96,7 +101,7 @@ def alock(
     timeout: float | timedelta | None = None,
     on_busy: str = "raise",
     ttl: float | timedelta | None = None,
-    auto_renew: bool = False,
+    auto_renew: bool | None = None,
     on_lost: Callable[[Lock], Any] | None = None,
     shared: bool = False,
 ) -> AsyncLock:

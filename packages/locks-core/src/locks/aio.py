@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from locks import keeper as keeper_module
 from locks import options
-from locks.backends.base import TTL
 from locks.exceptions import LockLost
-from locks.handle import LockBase, current_context
+from locks.handle import LockBase
 from locks.naming import NameBuilder
+from locks.registry import confirm, current_holder, trusted
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -39,10 +39,13 @@ class AsyncLock(LockBase):
         wait = self.timeout if timeout is _UNSET else options.timeout(timeout)
         if not blocking:
             wait = 0.0
-        backend, key, ttl = self._prepare()
-        context = current_context()
-        if self._reenter(backend, key, context):
-            return True
+        backend, key, ttl = self._prepared or self._prepare()
+        context = current_holder()
+        if (key, context) in backend.holds:
+            entry = self._reentry(backend, key, context)
+            if entry is not None:
+                alive = trusted(entry) or await backend._in_thread(confirm, entry)
+                return self._nest(backend, entry, context, alive)
         started = time.monotonic()
         hold = await backend.aacquire(self._request(key, ttl, context), wait)
         return self._acquired(backend, hold, context, started, wait)
@@ -58,7 +61,7 @@ class AsyncLock(LockBase):
             # Waits for a renewal in flight: do it off the loop.
             await entry.backend._in_thread(keeper_module.Keeper.unwatch, entry)
         if entry.lost:
-            await entry.backend._in_thread(entry.backend._quiet_release, entry.hold)
+            await entry.backend._in_thread(entry.backend.release_quietly, entry.hold)
             raise self._lost_error(entry)
         try:
             await entry.backend.arelease(entry.hold)
@@ -68,17 +71,15 @@ class AsyncLock(LockBase):
         self._released(entry, None)
 
     async def extend(self, ttl: float | timedelta | None = None) -> None:
-        """Renew the lease of the lock this task holds (``ttl`` capability)."""
-        backend, _, default_ttl = self._prepare()
-        backend.require(TTL, self.name)
-        seconds = options.ttl(ttl) or default_ttl
-        if seconds is None:
-            raise ValueError("extend() needs a ttl: pass one, or give the lock a ttl")
-        entry = self._current_entry()
-        if entry.lost:
-            raise self._lost_error(entry)
-        await backend.aextend(entry.hold, seconds)
-        entry.lease_until = time.monotonic() + seconds
+        """Renew the lease of the lock this task holds (see :meth:`Lock.extend`)."""
+        backend, entry, seconds = self._extend_plan(ttl)
+        started = time.monotonic()
+        try:
+            await backend.aextend(entry.hold, seconds)
+        except LockLost as exc:
+            self._extend_failed(entry, exc)
+            raise
+        self._extended(entry, started, seconds)
 
     async def locked(self) -> bool:
         """Whether anyone holds the lock now (a snapshot)."""

@@ -86,7 +86,12 @@ def add_commands(parser: argparse.ArgumentParser, *, django: bool = False) -> No
         "--timeout 0 gives up at once when the lock is busy (lock-abort); no --timeout waits (lock-block).",
     )
     run.add_argument("--timeout", type=_seconds, default=None, help="seconds to wait for the lock (default: forever)")
-    run.add_argument("--ttl", type=_seconds, default=None, help="lease length, renewed while CMD runs (lease backends)")
+    run.add_argument(
+        "--ttl",
+        type=_seconds,
+        default=None,
+        help="lease length on lease backends (default: the backend's, 10 s); renewed for as long as CMD runs",
+    )
     run.add_argument("--shared", action="store_true", help="take a shared (read) lock")
     run.add_argument("--quiet", "-q", action="store_true", help="no message when the lock is busy")
     run.add_argument("name", metavar="NAME")
@@ -201,7 +206,10 @@ def cmd_run(backend: BaseLockBackend, args: argparse.Namespace) -> int:
         command = command[1:]
     if not command:
         raise UsageError("locks run needs a command after the lock name: locks run NAME -- CMD [ARG...]")
-    handle = backend.lock(args.name, ttl=args.ttl, auto_renew=args.ttl is not None, shared=args.shared, on_busy="skip")
+    # On a lease backend the lease is renewed for as long as the command runs, so a long run can
+    # never be overlapped by the next one; a lease that cannot be kept ends the run as lost.
+    renew = True if args.ttl is not None else None
+    handle = backend.lock(args.name, ttl=args.ttl, auto_renew=renew, shared=args.shared, on_busy="skip")
     if not _acquire_with_progress(handle, args.name, args.timeout):
         if not args.quiet:
             waited = "busy" if args.timeout == 0 else f"still held after {args.timeout:g} s"

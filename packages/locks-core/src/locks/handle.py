@@ -1,22 +1,24 @@
 """Lock handles: :class:`Lock` (context manager, decorator, ``threading.Lock``-style object).
 
-State lives per thread (or asyncio task), never in the handle alone, so one handle may be shared
-like a module-level ``threading.Lock``: two threads using it exclude each other.
+State lives per holder (thread or asyncio task), never in the handle alone, so one handle may be
+shared like a module-level ``threading.Lock``: two threads using it exclude each other.
 
-Reentrancy: the backend keeps a registry ``(key, context) → Entry``. Acquiring a name that the
-current thread or task already holds on the same backend only counts (no server round trip), on
-every backend alike; the server sees one acquire and one release per outermost hold.
+Reentrancy: each backend keeps a registry of holds (:mod:`locks.registry`). Acquiring a name that
+the current thread or task already holds on the same backend only counts, on every backend alike,
+while the outer hold is provably alive (see :func:`locks.registry.confirm`); the server sees one
+acquire and one release per outermost hold.
+
+Every state change of a handle is written here once, in :class:`LockBase`; :class:`Lock` and
+:class:`locks.aio.AsyncLock` differ only in how they wait on the backend.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 import os
 import threading
 import time
-from _thread import get_ident
 from collections.abc import Callable
 from datetime import timedelta
 from types import TracebackType
@@ -25,27 +27,18 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from locks import events, options
 from locks import keeper as keeper_module
 from locks.backends.base import FENCING, SHARED, TTL, WATCHDOG, BaseLockBackend, Hold, LockRequest, Owner
-from locks.exceptions import LockError, LockLost, LockNotHeld, LockTimeout
+from locks.exceptions import LockError, LockLost, LockNotHeld, LockTimeout, NotSupported
 from locks.keys import Key, LockName
 from locks.naming import NameBuilder
+from locks.registry import Entry, confirm, current_holder, report_lost, trusted
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_get_running_loop = asyncio._get_running_loop  # None outside a loop, without raising
-
-
-def current_context() -> object:
-    """What "the same holder" means for reentrancy: the running asyncio task, else the thread
-    (its ident: a thread that dies holding a lock leaks it, as it would a ``threading.RLock``)."""
-    if _get_running_loop() is not None:
-        task = asyncio.current_task()
-        if task is not None:
-            return task
-    return get_ident()
-
+#: The current holder (kept under its old name for backends and tests that import it).
+current_context = current_holder
 
 _owners = threading.local()
 
@@ -61,69 +54,14 @@ def _new_pid() -> None:
 os.register_at_fork(after_in_child=_new_pid)
 
 
-def _owner(context: object) -> Owner:
+def _owner(holder: object) -> Owner:
     # One Owner per thread (and process): building one costs a uuid4, too slow for every acquire.
-    if context.__class__ is not int:
+    if not isinstance(holder, threading.Thread):
         return Owner.current()
     owner: Owner | None = getattr(_owners, "owner", None)
     if owner is None or owner.pid != _pid:
         owner = _owners.owner = Owner.current()
     return owner
-
-
-class Entry:
-    """One server hold and the nested acquisitions that share it in one thread or task.
-
-    Only its own thread or task changes it (and the keeper, under ``guard``), so the hot path
-    takes no lock: registry keys include the context.
-    """
-
-    __slots__ = (
-        "backend",
-        "context",
-        "count",
-        "guard",
-        "handles",
-        "hold",
-        "keep_every",
-        "lease_until",
-        "lost",
-        "lost_reason",
-        "pid",
-        "renew_ttl",
-        "shared",
-        "stopped",
-    )
-
-    def __init__(self, backend: BaseLockBackend, hold: Hold, context: object, shared: bool, handle: LockBase) -> None:
-        self.backend = backend
-        self.hold = hold
-        self.context = context
-        self.shared = shared
-        self.count = 1
-        self.pid = _pid  # a forked child inherits the handle, not the hold
-        self.handles: list[LockBase] = [handle]
-        self.lost = False
-        self.lost_reason = ""
-        # keeping (auto_renew / watchdog); guard only exists for kept entries
-        self.renew_ttl: float | None = None
-        self.keep_every = 0.0
-        self.lease_until = 0.0
-        self.stopped = False
-        self.guard: threading.Lock = _NO_GUARD
-
-
-class _NoGuard:
-    """Stands in for the guard of an entry the keeper never sees."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-_NO_GUARD: Any = _NoGuard()
 
 
 _UNSET: Any = object()
@@ -141,7 +79,7 @@ class LockBase:
         timeout: float | timedelta | None = None,
         on_busy: str = "raise",
         ttl: float | timedelta | None = None,
-        auto_renew: bool = False,
+        auto_renew: bool | None = None,
         on_lost: Callable[[Lock], Any] | None = None,
         shared: bool = False,
     ) -> None:
@@ -154,7 +92,7 @@ class LockBase:
         self.timeout = options.timeout(timeout)
         self.on_busy = options.on_busy(on_busy)
         self.ttl = options.ttl(ttl)
-        self.auto_renew = options.flag(auto_renew, "auto_renew")
+        self.auto_renew = None if auto_renew is None else options.flag(auto_renew, "auto_renew")
         self.on_lost = options.callback(on_lost, "on_lost")
         self.shared = options.flag(shared, "shared")
         self.using = using
@@ -172,6 +110,8 @@ class LockBase:
                 self.name = name
         self._key: Key | None = None
         self._prepared: tuple[BaseLockBackend, Key, float | None] | None = None
+        # how holds of this handle are kept: (renew with ttl, seconds between keeper visits)
+        self._keeping: tuple[float | None, float] = (None, 0.0)
         self._stacks: dict[object, list[Entry]] = {}
         self._last: Entry | None = None
         self._cached_request: tuple[object, LockRequest] | None = None
@@ -209,7 +149,14 @@ class LockBase:
         return self.name
 
     def _prepare(self) -> tuple[BaseLockBackend, Key, float | None]:
-        """Backend, key and effective ttl, checked once per handle before any server work."""
+        """Backend, key and effective ttl, checked once per handle before any server work.
+
+        On a backend whose locks expire, a lock that gives no ``ttl`` gets the backend's
+        ``default_ttl``, renewed in the background unless ``auto_renew=False``; an explicit
+        ``ttl`` is renewed only with ``auto_renew=True``. ``on_lost`` turns the watchdog on for
+        this lock's holds where the backend has one, and is refused where nothing could ever
+        call it.
+        """
         prepared = self._prepared
         if prepared is None:
             name = self._require_name()
@@ -219,66 +166,88 @@ class LockBase:
                 backend.require(SHARED, name)
             if self.ttl is not None or self.auto_renew:
                 backend.require(TTL, name)
-            if self.auto_renew and self.ttl is None and backend.default_ttl is None:
+            lease = TTL in backend.capabilities
+            ttl = self.ttl if self.ttl is not None else (backend.default_ttl if lease else None)
+            if self.auto_renew and ttl is None:
                 raise ValueError("auto_renew needs a ttl")
+            renew = lease and ttl is not None and (self.auto_renew if self.auto_renew is not None else self.ttl is None)
+            watchdog = WATCHDOG in backend.capabilities and (backend.watchdog or self.on_lost is not None)
+            if self.on_lost is not None and not renew and not watchdog:
+                raise NotSupported(
+                    f"{type(backend).__name__} cannot tell that a held lock was lost (no watchdog capability): "
+                    "on_lost would never be called; use auto_renew=True on a lease",
+                    name,
+                )
+            if renew:
+                self._keeping = (ttl, (ttl or 0.0) * keeper_module.RENEW_FRACTION)
+            elif watchdog:
+                self._keeping = (None, backend.watchdog_interval)
             self._key = backend.make_key(name)
-            ttl = self.ttl if self.ttl is not None else backend.default_ttl
             prepared = self._prepared = (backend, self._key, ttl)
         return prepared
 
     # -- acquisition (shared by the sync and async handles) ---------------------------------
-    def _reenter(self, backend: BaseLockBackend, key: Key, context: object) -> bool:
-        entry: Entry | None = backend._entries.get((key, context))
-        if entry is None:
-            return False
-        if not entry.lost:
+    def _reentry(self, backend: BaseLockBackend, key: Key, holder: object) -> Entry | None:
+        """The hold this holder already has of ``key``, if any. One that ended without a word
+        from the server (``reentry_lost``: a transaction-scoped lock after its transaction) is
+        forgotten, and the lock taken anew."""
+        entry = backend.holds.get(key, holder)
+        if entry is not None and not entry.lost:
             reason = backend.reentry_lost(entry.hold)
             if reason is not None:
-                # Gone without a word from the server: forget it and take the lock anew.
-                backend._entries.pop((key, context), None)
-                entry.lost = True
-                entry.lost_reason = reason
-                return False
-        if entry.lost:
+                backend.holds.discard(entry)
+                entry.mark_lost(reason)
+                return None
+        return entry
+
+    def _nest(self, backend: BaseLockBackend, entry: Entry, holder: object, alive: bool) -> bool:
+        """Count a nested acquisition on ``entry``, which :func:`locks.registry.confirm` judged.
+
+        A hold found lost is forgotten (the next acquisition asks the server) and
+        :class:`LockLost` raised: the caller believed it held the lock."""
+        if not alive:
+            backend.holds.discard(entry)
             raise LockLost(f"{self.name!r} was lost: {entry.lost_reason}", self.name)
         if entry.shared and not self.shared:
             raise LockError(f"{self.name!r} is held shared here: it cannot be upgraded to exclusive", self.name)
         entry.count += 1
         entry.handles.append(self)
-        self._push(context, entry)
+        self._push(holder, entry)
         return True
 
     def _request(self, key: Key, ttl: float | None, context: object) -> LockRequest:
         # Requests are immutable: the same thread or task asking again reuses its last one.
         cached = self._cached_request
-        if cached is not None and cached[0] == context and cached[1].owner.pid == _pid:
+        if cached is not None and cached[0] is context and cached[1].owner.pid == _pid:
             return cached[1]
         request = LockRequest(self.name, key, self.shared, ttl, _owner(context))  # type: ignore[arg-type]
         self._cached_request = (context, request)
         return request
 
     def _acquired(
-        self, backend: BaseLockBackend, hold: Hold | None, context: object, started: float, timeout: float | None
+        self, backend: BaseLockBackend, hold: Hold | None, holder: object, started: float, timeout: float | None
     ) -> bool:
         if hold is None:
             events.timed_out(backend, self.name, time.monotonic() - started, timeout)
             return False
-        entry = Entry(backend, hold, context, self.shared, self)
-        backend._entries[(hold.request.key, context)] = entry
-        stack = self._stacks.get(context)  # _push, inlined: this is the hot path
+        entry = Entry(backend, hold, holder, self.shared, self, _pid)
+        ttl = hold.request.ttl
+        if ttl is not None:
+            # A try-once lease surely runs from before the request was sent; a waited one from
+            # its grant, which the reply follows by a round trip (the trust margin covers it).
+            entry.lease_until = (started if timeout == 0 else hold.acquired_at) + ttl
+        backend.holds.add(entry)
+        stack = self._stacks.get(holder)  # _push, inlined: this is the hot path
         if stack is None:
-            self._stacks[context] = [entry]
+            self._stacks[holder] = [entry]
         else:
             stack.append(entry)
         self._last = entry
-        if self.auto_renew or (backend.watchdog and WATCHDOG in backend.capabilities):
+        renew_ttl, keep_every = self._keeping
+        if keep_every:
             entry.guard = threading.Lock()
-            if self.auto_renew:
-                entry.renew_ttl = hold.request.ttl
-                entry.keep_every = (hold.request.ttl or 0) * keeper_module.RENEW_FRACTION
-                entry.lease_until = hold.acquired_at + (hold.request.ttl or 0)
-            else:
-                entry.keep_every = backend.watchdog_interval
+            entry.renew_ttl = renew_ttl
+            entry.keep_every = keep_every
             keeper_module.keeper.watch(entry)
         events.acquired(backend, self.name, hold.acquired_at - started, hold.token, self.shared)
         return True
@@ -294,7 +263,7 @@ class LockBase:
 
     def _pop(self) -> tuple[Entry, bool]:
         """Take this handle's innermost hold in this context; whether it was the last nesting."""
-        context = current_context()
+        context = current_holder()
         stack = self._stacks.get(context)
         if stack and stack[-1].pid != _pid:
             self._stacks.clear()  # holds of the parent process: not this process's to release
@@ -313,10 +282,7 @@ class LockBase:
         entry.handles.remove(self)
         last = entry.count == 0
         if last:
-            entries = entry.backend._entries
-            registry_key = (entry.hold.request.key, context)
-            if entries.get(registry_key) is entry:
-                del entries[registry_key]
+            entry.backend.holds.discard(entry)
         return entry, last
 
     def _lost_error(self, entry: Entry) -> LockLost:
@@ -325,19 +291,44 @@ class LockBase:
     def _released(self, entry: Entry, error: LockLost | None) -> None:
         if error is None:
             events.released(entry.backend, self.name, entry.hold.acquired_at)
-        elif not entry.lost:
-            entry.lost, entry.lost_reason = True, str(error)
+        elif entry.mark_lost(str(error)):
             events.lost(entry.backend, self.name, time.monotonic() - entry.hold.acquired_at, entry.lost_reason)
 
-    def _notify_lost(self) -> None:
+    def notify_lost(self) -> None:
+        """Run ``on_lost(self)``: the keeper and the registry call it once a hold is lost."""
         if self.on_lost is not None:
             try:
                 self.on_lost(self)
             except Exception:  # noqa: BLE001 - a failing callback must not kill the keeper
                 keeper_module.logger.exception("on_lost callback of %r raised", self.name)
 
+    _notify_lost = notify_lost
+
+    def forget_holder(self, holder: object) -> None:
+        """Drop what this handle recorded for a thread or task that has ended."""
+        self._stacks.pop(holder, None)
+
+    # -- extend (shared by the sync and async handles) --------------------------------------
+    def _extend_plan(self, ttl: float | timedelta | None) -> tuple[BaseLockBackend, Entry, float]:
+        backend, _, default_ttl = self._prepare()
+        backend.require(TTL, self.name)
+        seconds = options.ttl(ttl) or default_ttl
+        if seconds is None:
+            raise ValueError("extend() needs a ttl: pass one, or give the lock a ttl")
+        entry = self._current_entry()
+        if entry.lost:
+            raise self._lost_error(entry)
+        return backend, entry, seconds
+
+    def _extended(self, entry: Entry, started: float, seconds: float) -> None:
+        entry.lease_until = started + seconds  # the new lease surely runs from before the call
+
+    def _extend_failed(self, entry: Entry, error: LockLost) -> None:
+        if entry.mark_lost(str(error)):
+            report_lost(entry)
+
     def _current_entry(self) -> Entry:
-        stack = self._stacks.get(current_context())
+        stack = self._stacks.get(current_holder())
         if not stack:
             raise LockNotHeld(f"{self.name!r} is not held by this handle in this thread or task", self.name)
         return stack[-1]
@@ -345,7 +336,7 @@ class LockBase:
     @property
     def owned(self) -> bool:
         """Whether this handle holds the lock in the current thread or task (and has not lost it)."""
-        stack = self._stacks.get(current_context())
+        stack = self._stacks.get(current_holder())
         return stack is not None and bool(stack) and not stack[-1].lost
 
     @property
@@ -360,7 +351,7 @@ class LockBase:
         acquisition of the name; pass it to the resource you protect so it can refuse a
         stale holder. Requires the ``fencing`` capability."""
         self.backend.require(FENCING, self.name)
-        stack = self._stacks.get(current_context())
+        stack = self._stacks.get(current_holder())
         return stack[-1].hold.token if stack else None
 
     def __bool__(self) -> bool:
@@ -372,7 +363,7 @@ class LockBase:
         return f"<{type(self).__name__} {name!r} using={self.using or 'default'}>"
 
     def _holds_lost_here(self) -> bool:
-        return bool(self._stacks.get(current_context()))
+        return bool(self._stacks.get(current_holder()))
 
     def _timeout_error(self) -> LockTimeout:
         if self.timeout == 0:
@@ -399,9 +390,11 @@ class Lock(LockBase):
         if not blocking:
             wait = 0.0
         backend, key, ttl = self._prepared or self._prepare()
-        context = current_context()
-        if (key, context) in backend._entries and self._reenter(backend, key, context):
-            return True
+        context = current_holder()
+        if (key, context) in backend.holds:
+            entry = self._reentry(backend, key, context)
+            if entry is not None:
+                return self._nest(backend, entry, context, trusted(entry) or confirm(entry))
         started = time.monotonic()
         request = self._request(key, ttl, context)
         hold = backend.try_acquire(request) if wait == 0 else backend.acquire(request, wait)
@@ -422,7 +415,7 @@ class Lock(LockBase):
         if entry.keep_every:
             keeper_module.Keeper.unwatch(entry)
         if entry.lost:
-            entry.backend._quiet_release(entry.hold)
+            entry.backend.release_quietly(entry.hold)
             raise self._lost_error(entry)
         try:
             entry.backend.release(entry.hold)
@@ -433,22 +426,25 @@ class Lock(LockBase):
 
     def extend(self, ttl: float | timedelta | None = None) -> None:
         """Renew the lease of the lock this thread or task holds: ``ttl`` seconds from now
-        (default: the handle's ttl). Requires the ``ttl`` capability."""
-        backend, _, default_ttl = self._prepare()
-        backend.require(TTL, self.name)
-        seconds = options.ttl(ttl) or default_ttl
-        if seconds is None:
-            raise ValueError("extend() needs a ttl: pass one, or give the lock a ttl")
-        entry = self._current_entry()
-        with entry.guard:
+        (default: the handle's ttl). Requires the ``ttl`` capability.
+
+        Raises:
+            LockLost: the lease had run out (the handle is then ``lost``).
+        """
+        backend, entry, seconds = self._extend_plan(ttl)
+        with entry.guard:  # never beside a renewal of the keeper's
             if entry.lost:
                 raise self._lost_error(entry)
+            started = time.monotonic()
             try:
                 backend.extend(entry.hold, seconds)
             except LockLost as exc:
-                entry.lost, entry.lost_reason = True, str(exc)
-                raise
-            entry.lease_until = time.monotonic() + seconds
+                error = exc
+            else:
+                self._extended(entry, started, seconds)
+                return
+        self._extend_failed(entry, error)
+        raise error
 
     def locked(self) -> bool:
         """Whether anyone holds the lock now (a snapshot, like ``threading.Lock.locked()``)."""
@@ -521,6 +517,7 @@ class Lock(LockBase):
         fresh.name = None
         fresh._key = None
         fresh._prepared = None
+        fresh._keeping = (None, 0.0)
         fresh._stacks = {}
         fresh._last = None
         fresh._cached_request = None

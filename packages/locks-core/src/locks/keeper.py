@@ -11,19 +11,20 @@ run after release returns (and never re-takes a lock released or lost meanwhile)
 
 from __future__ import annotations
 
+import collections
 import heapq
 import itertools
 import logging
 import os
 import threading
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-from locks import events
 from locks.exceptions import LockLost
 
 if TYPE_CHECKING:
-    from locks.handle import Entry
+    from locks.registry import Entry
 
 logger = logging.getLogger("locks.keeper")
 
@@ -37,15 +38,26 @@ class Keeper:
         self._heap: list[tuple[float, int, Entry]] = []
         self._seq = itertools.count()
         self._thread: threading.Thread | None = None
+        self._chores: collections.deque[tuple[Callable[..., Any], tuple[Any, ...]]] = collections.deque()
 
     def watch(self, entry: Entry) -> None:
         """Start renewing and/or checking ``entry`` (it says which, and how often)."""
         with self._cond:
             heapq.heappush(self._heap, (time.monotonic() + entry.keep_every, next(self._seq), entry))
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="locks-keeper", daemon=True)
-                self._thread.start()
-            self._cond.notify()
+            self._wake()
+
+    def call_soon(self, func: Callable[..., Any], *args: Any) -> None:
+        """Run ``func(*args)`` in the keeper's thread (work that must not run where it is found,
+        such as giving back the holds of a thread that is ending)."""
+        with self._cond:
+            self._chores.append((func, args))
+            self._wake()
+
+    def _wake(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._run, name="locks-keeper", daemon=True)
+            self._thread.start()
+        self._cond.notify()
 
     @staticmethod
     def unwatch(entry: Entry) -> None:
@@ -56,8 +68,18 @@ class Keeper:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._heap:
+                while not self._heap and not self._chores:
                     self._cond.wait()
+                chore = self._chores.popleft() if self._chores else None
+            if chore is not None:
+                try:
+                    chore[0](*chore[1])
+                except Exception:
+                    logger.exception("a keeper task failed")
+                continue
+            with self._cond:
+                if not self._heap:
+                    continue
                 due, _, entry = self._heap[0]
                 delay = due - time.monotonic()
                 if delay > 0:
@@ -80,8 +102,9 @@ class Keeper:
             backend, hold = entry.backend, entry.hold
             try:
                 if entry.renew_ttl is not None:
+                    started = time.monotonic()  # the new lease surely runs from here
                     backend.extend(hold, entry.renew_ttl)
-                    entry.lease_until = time.monotonic() + entry.renew_ttl
+                    entry.lease_until = started + entry.renew_ttl
                 elif not backend.check(hold):
                     raise LockLost("the server no longer has the lock", hold.name)
             except LockLost as exc:
@@ -94,12 +117,11 @@ class Keeper:
                 reason = f"{type(exc).__name__}: {exc}"
             if reason is None:
                 return entry.keep_every
-            entry.lost = True
-            entry.lost_reason = reason
-            handles = list(entry.handles)
-        events.lost(backend, hold.name, time.monotonic() - hold.acquired_at, reason)
-        for handle in handles:
-            handle._notify_lost()
+            first = entry.mark_lost(reason)
+        if first:
+            from locks.registry import report_lost
+
+            report_lost(entry)
         return None
 
 

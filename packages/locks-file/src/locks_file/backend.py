@@ -418,7 +418,7 @@ class FileLockBackend(BaseLockBackend):
     def _after_fork(self) -> None:
         # The child shares its parent's open file descriptions: close its copies (which leaves
         # the parent's locks alone) so a lock the parent releases is really free.
-        held = [entry.hold.data for entry in self._entries.values()]
+        held = [entry.hold.data for entry in self.holds.entries()]
         super()._after_fork()
         self._pool_lock = threading.Lock()
         idle, self._idle = self._idle, {}

@@ -24,6 +24,7 @@ from typing import Any, ClassVar, TypeVar
 from django.core.exceptions import ImproperlyConfigured
 
 from locks.backends import (
+    DEFAULT_LEASE,
     FENCING,
     FORCE_RELEASE,
     LISTING,
@@ -115,7 +116,7 @@ class RowLockBackend(BaseLockBackend):
 
     * ``DATABASE``: the ``DATABASES`` alias whose database holds the lock table (default
       ``"default"``); the backend opens its own connections with that entry's settings.
-    * ``DEFAULT_TTL``: the lease of a lock that gives no ``ttl`` (default 60 s).
+    * ``DEFAULT_TTL``: the lease of a lock that gives no ``ttl`` (default 10 s, renewed while held unless the lock says ``auto_renew=False``).
     * ``NOTIFY``: PostgreSQL only, wake waiters with ``LISTEN/NOTIFY`` (default true).
     * ``POLL_MIN``/``POLL_MAX``: bounds of the polling backoff (default 1 ms and 25 ms).
     * ``NOTIFY_POLL``: with notifications, the longest a waiter sleeps between attempts (for
@@ -129,7 +130,6 @@ class RowLockBackend(BaseLockBackend):
     capabilities: ClassVar[frozenset[str]] = frozenset({TTL, FENCING, LISTING, FORCE_RELEASE, WATCHDOG})
     key_spec: ClassVar[KeySpec] = KEY_SPEC
     url_schemes: ClassVar[tuple[str, ...]] = URL_SCHEMES
-    default_ttl: ClassVar[float | None] = 60.0
     poll_min: ClassVar[float] = 0.001
     poll_max: ClassVar[float] = 0.025
     notify_poll: ClassVar[float] = 0.25
@@ -320,7 +320,7 @@ class RowLockBackend(BaseLockBackend):
             owner.thread[:_FIELD_MAX],
             owner.id[:32],
         )
-        ttl = request.ttl if request.ttl is not None else self.default_ttl or 60.0
+        ttl = request.ttl if request.ttl is not None else self.default_ttl or DEFAULT_LEASE
         try:
             version = self._run(lambda cursor: self.dialect.acquire(cursor, row, ttl, waiting), name=request.name)
         except _Busy:

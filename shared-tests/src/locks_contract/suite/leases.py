@@ -142,7 +142,7 @@ class AbstractSharedTests(ContractBase):
         reader.release()
         thread.join(15)
         assert got == [True]
-        for entry in list(other_backend._entries.values()):
+        for entry in list(other_backend.holds.entries()):
             assert entry.count == 1
 
 

@@ -3,6 +3,7 @@
 from locks.backends.base import (
     ASYNC_NATIVE,
     CAPABILITIES,
+    DEFAULT_LEASE,
     FENCING,
     FORCE_RELEASE,
     LISTING,
@@ -25,6 +26,7 @@ from locks.backends.spec import (
 __all__ = [
     "ASYNC_NATIVE",
     "CAPABILITIES",
+    "DEFAULT_LEASE",
     "FENCING",
     "FORCE_RELEASE",
     "LISTING",

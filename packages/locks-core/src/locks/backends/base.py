@@ -36,6 +36,7 @@ from urllib.parse import parse_qsl, urlsplit
 from locks.backends.spec import BackendSpec, BenchSubject
 from locks.exceptions import NotSupported
 from locks.keys import TEXT, Key, KeySpec, LockName, make_key, validate_name
+from locks.registry import HoldRegistry
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -76,6 +77,16 @@ CAPABILITIES: dict[str, str] = {
 
 _HOST = socket.gethostname()
 _all_backends: weakref.WeakSet[BaseLockBackend] = weakref.WeakSet()
+
+#: The lease of a lock that gives no ``ttl``, on backends whose locks expire (seconds). Such a
+#: lease is renewed in the background (every third of it) for as long as the lock is held, so a
+#: live holder keeps its lock however long it works, and a crashed one frees it within 10 s.
+DEFAULT_LEASE = 10.0
+
+
+def all_backends() -> list[BaseLockBackend]:
+    """Every backend object alive in this process (a snapshot)."""
+    return list(_all_backends)
 
 
 @dataclass(frozen=True)
@@ -182,8 +193,9 @@ class BaseLockBackend:
     capabilities: ClassVar[frozenset[str]] = frozenset()
     key_spec: ClassVar[KeySpec] = TEXT
     url_schemes: ClassVar[tuple[str, ...]] = ()
-    #: Default lease length for backends with ``ttl``, when a lock gives none.
-    default_ttl: ClassVar[float | None] = None
+    #: Lease length for backends with ``ttl``, when a lock gives none; such leases are renewed
+    #: in the background unless the lock says ``auto_renew=False`` (see :data:`DEFAULT_LEASE`).
+    default_ttl: ClassVar[float | None] = DEFAULT_LEASE
     #: How often the keeper checks a held lock when ``watchdog`` is on (seconds).
     watchdog_interval: ClassVar[float] = 2.0
     #: Polling bounds of the default :meth:`acquire` (seconds).
@@ -206,9 +218,8 @@ class BaseLockBackend:
         self.key_prefix = prefix
         self.watchdog = bool(opts.pop("WATCHDOG", False))
         self.options = opts
-        # Reentrancy registry: (key, context) → entry; see locks.handle.
-        self._entries: dict[tuple[Key, object], Any] = {}
-        self._entries_lock = threading.Lock()
+        #: The holds taken through this backend, by key and holder (:mod:`locks.registry`).
+        self.holds = HoldRegistry()
         _all_backends.add(self)
 
     def __repr__(self) -> str:
@@ -390,13 +401,16 @@ class BaseLockBackend:
         # Runs in the worker thread that completed the future (or at once, if it is done).
         if future.cancelled() or future.exception() is not None or future.result() is None:
             return
-        self._quiet_release(future.result())
+        self.release_quietly(future.result())
 
-    def _quiet_release(self, hold: Hold) -> None:
+    def release_quietly(self, hold: Hold) -> None:
+        """Release a hold nobody waits on (lost, orphaned, abandoned), ignoring any error."""
         try:
             self.release(hold)
         except Exception:  # noqa: BLE001 - nobody is left to tell
             pass
+
+    _quiet_release = release_quietly
 
     async def arelease(self, hold: Hold) -> None:
         await self._in_thread(self.release, hold)
@@ -423,8 +437,7 @@ class BaseLockBackend:
     # -- fork safety ------------------------------------------------------------------------
     def _after_fork(self) -> None:
         # A forked child holds none of its parent's locks through this object.
-        self._entries = {}
-        self._entries_lock = threading.Lock()
+        self.holds = HoldRegistry()
 
 
 def _forget_holds_after_fork() -> None:
