@@ -38,13 +38,25 @@ class Keeper:
         self._heap: list[tuple[float, int, Entry]] = []
         self._seq = itertools.count()
         self._thread: threading.Thread | None = None
+        self._prune_at = 1024
         self._chores: collections.deque[tuple[Callable[..., Any], tuple[Any, ...]]] = collections.deque()
 
     def watch(self, entry: Entry) -> None:
         """Start renewing and/or checking ``entry`` (it says which, and how often)."""
         with self._cond:
-            heapq.heappush(self._heap, (time.monotonic() + entry.keep_every, next(self._seq), entry))
+            heap = self._heap
+            heapq.heappush(heap, (time.monotonic() + entry.keep_every, next(self._seq), entry))
+            if len(heap) > self._prune_at:
+                self._prune()
             self._wake()
+
+    def _prune(self) -> None:
+        # Released holds stay in the heap until due; with every lease renewed by default, a busy
+        # process would pile up thousands of them. Dropping them when the heap has doubled since
+        # the last time costs O(1) per watch, amortised.
+        self._heap = [item for item in self._heap if not item[2].stopped]
+        heapq.heapify(self._heap)
+        self._prune_at = max(1024, 2 * len(self._heap))
 
     def call_soon(self, func: Callable[..., Any], *args: Any) -> None:
         """Run ``func(*args)`` in the keeper's thread (work that must not run where it is found,
