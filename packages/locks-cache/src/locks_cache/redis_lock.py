@@ -281,7 +281,8 @@ class RedisLockBackend(BaseLockBackend):
 
     ``OPTIONS`` (also as URL query parameters, lower-case):
 
-    * ``DEFAULT_TTL`` (or ``TTL``): the lease of a lock that gives none (seconds, default 10, renewed while held unless the lock says ``auto_renew=False``);
+    * ``DEFAULT_TTL`` (or ``TTL``): the lease of a lock that gives none (seconds, default 10,
+      renewed while held unless the lock says ``auto_renew=False``);
     * ``NAMESPACE``: prefix of every key (default ``"locks:"``); ``KEY_PREFIX`` also works;
     * ``CLUSTER``: connect with ``RedisCluster`` (default False);
     * ``WAIT_SLICE``: the longest a waiter blocks before checking again (seconds, default 2);

@@ -350,7 +350,7 @@ async def _arelease_quietly(backend: BaseLockBackend, hold: Hold) -> None:
     finally:
         task = asyncio.current_task()
         if task is not None:
-            _pending.discard(task)  # type: ignore[arg-type]
+            _pending.discard(task)
 
 
 def _describe(holder: object) -> str:

@@ -699,7 +699,7 @@ class AdvisoryLockBackend(BaseLockBackend):
         this process's own holds; with ``prefix``, only locks whose name is known are listed."""
         from locks_pg.views import advisory_locks
 
-        local = {entry.hold.request.key: entry.hold.request.name for entry in self.holds.entries()}
+        local: dict[Any, LockName] = {entry.key: entry.hold.request.name for entry in self.holds.entries()}
         rows = advisory_locks(self._run_all, application_name=self.application_name)
         rows = [row for row in rows if row.key is not None]
         waiting: dict[int | None, int] = {}

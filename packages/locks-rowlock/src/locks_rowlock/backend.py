@@ -116,7 +116,8 @@ class RowLockBackend(BaseLockBackend):
 
     * ``DATABASE``: the ``DATABASES`` alias whose database holds the lock table (default
       ``"default"``); the backend opens its own connections with that entry's settings.
-    * ``DEFAULT_TTL``: the lease of a lock that gives no ``ttl`` (default 10 s, renewed while held unless the lock says ``auto_renew=False``).
+    * ``DEFAULT_TTL``: the lease of a lock that gives no ``ttl`` (default 10 s, renewed while held
+      unless the lock says ``auto_renew=False``).
     * ``NOTIFY``: PostgreSQL only, wake waiters with ``LISTEN/NOTIFY`` (default true).
     * ``POLL_MIN``/``POLL_MAX``: bounds of the polling backoff (default 1 ms and 25 ms).
     * ``NOTIFY_POLL``: with notifications, the longest a waiter sleeps between attempts (for

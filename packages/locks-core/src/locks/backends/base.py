@@ -195,7 +195,7 @@ class BaseLockBackend:
     url_schemes: ClassVar[tuple[str, ...]] = ()
     #: Lease length for backends with ``ttl``, when a lock gives none; such leases are renewed
     #: in the background unless the lock says ``auto_renew=False`` (see :data:`DEFAULT_LEASE`).
-    default_ttl: ClassVar[float | None] = DEFAULT_LEASE
+    default_ttl: float | None = DEFAULT_LEASE
     #: How often the keeper checks a held lock when ``watchdog`` is on (seconds).
     watchdog_interval: ClassVar[float] = 2.0
     #: Polling bounds of the default :meth:`acquire` (seconds).
