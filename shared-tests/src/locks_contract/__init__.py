@@ -36,6 +36,7 @@ from locks_contract.suite.leases import (
     AbstractSharedTests,
 )
 from locks_contract.suite.names import AbstractNameTests
+from locks_contract.suite.parity import AbstractParityTests
 from locks_contract.suite.trust import AbstractHoldTrustTests
 
 
@@ -55,6 +56,7 @@ class ContractTests(
     AbstractForceReleaseTests,
     AbstractNameTests,
     AbstractAsyncTests,
+    AbstractParityTests,
     AbstractUnavailableTests,
 ):
     """The whole contract. Subclass it as ``Test<Backend>Contract`` and provide ``backend_spec``.
@@ -77,6 +79,7 @@ __all__ = [
     "AbstractLeaseTests",
     "AbstractListingTests",
     "AbstractNameTests",
+    "AbstractParityTests",
     "AbstractReentrancyTests",
     "AbstractSharedTests",
     "AbstractTimeoutTests",
