@@ -271,10 +271,10 @@ class MemcachedLockBackend(BaseLockBackend):
         except Exception:  # noqa: BLE001 - closing is best effort
             pass
 
-    def _after_fork(self) -> None:
+    def after_fork(self) -> None:
         # A forked child must not talk on its parent's sockets (replies would interleave): it
         # gets its own pool; the parent's sockets are left alone, not closed.
-        super()._after_fork()
+        super().after_fork()
         if self.client is not None:
             self.client = self._make_client()
 

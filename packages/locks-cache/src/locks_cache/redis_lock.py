@@ -664,10 +664,10 @@ class RedisLockBackend(BaseLockBackend):
         except Exception:  # noqa: BLE001 - closing is best effort
             pass
 
-    def _after_fork(self) -> None:
+    def after_fork(self) -> None:
         # The child must not use its parent's sockets: the script connections are dropped (the
         # client's pool notices the new pid by itself).
-        super()._after_fork()
+        super().after_fork()
         if self._direct is not None:
             self._direct.forget()
         for state in list(self._async.values()):

@@ -28,6 +28,7 @@ from locks import events, options
 from locks import keeper as keeper_module
 from locks.backends.base import FENCING, SHARED, TTL, WATCHDOG, BaseLockBackend, Hold, LockRequest, Owner
 from locks.exceptions import LockError, LockLost, LockNotHeld, LockTimeout, NotSupported
+from locks.forking import PID, on_fork_in_child
 from locks.keys import Key, LockName
 from locks.naming import NameBuilder
 from locks.registry import Entry, confirm, current_holder, report_lost, trusted
@@ -46,12 +47,10 @@ _owners = threading.local()
 _pid = os.getpid()
 
 
+@on_fork_in_child(PID)
 def _new_pid() -> None:
     global _pid
     _pid = os.getpid()
-
-
-os.register_at_fork(after_in_child=_new_pid)
 
 
 def _owner(holder: object) -> Owner:

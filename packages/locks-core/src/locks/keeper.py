@@ -15,13 +15,13 @@ import collections
 import heapq
 import itertools
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from locks.exceptions import LockLost
+from locks.forking import KEEPER, on_fork_in_child
 
 if TYPE_CHECKING:
     from locks.registry import Entry
@@ -140,10 +140,8 @@ class Keeper:
 keeper = Keeper()
 
 
+@on_fork_in_child(KEEPER)
 def _reset_after_fork() -> None:
     # The child has no keeper thread, and none of the parent's holds are the child's to keep.
     global keeper
     keeper = Keeper()
-
-
-os.register_at_fork(after_in_child=_reset_after_fork)

@@ -415,11 +415,11 @@ class FileLockBackend(BaseLockBackend):
             for slot in slots:
                 slot.close()
 
-    def _after_fork(self) -> None:
+    def after_fork(self) -> None:
         # The child shares its parent's open file descriptions: close its copies (which leaves
         # the parent's locks alone) so a lock the parent releases is really free.
         held = [entry.hold.data for entry in self.holds.entries()]
-        super()._after_fork()
+        super().after_fork()
         self._pool_lock = threading.Lock()
         idle, self._idle = self._idle, {}
         for slot in held + [s for slots in idle.values() for s in slots]:

@@ -560,7 +560,7 @@ class UserLockBackend(BaseLockBackend):
         for session in idle:
             session.close()
 
-    def _after_fork(self) -> None:
+    def after_fork(self) -> None:
         # The child shares its parent's sockets: closing (or garbage-collecting) a connection
         # here would send COM_QUIT on it and end the parent's session, dropping its locks. Point
         # each inherited descriptor at /dev/null first; then closing only touches the child's copy.
@@ -577,7 +577,7 @@ class UserLockBackend(BaseLockBackend):
                     session.close()
             finally:
                 os.close(devnull)
-        super()._after_fork()
+        super().after_fork()
         self._idle = []
         self._threads = {}
         self._sessions = weakref.WeakSet()

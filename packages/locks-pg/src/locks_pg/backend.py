@@ -760,8 +760,8 @@ class AdvisoryLockBackend(BaseLockBackend):
     def close(self) -> None:
         self._factory.close_idle()
 
-    def _after_fork(self) -> None:
-        super()._after_fork()
+    def after_fork(self) -> None:
+        super().after_fork()
         self._factory.forget()
 
     def bench_peers(self) -> list[BenchSubject]:

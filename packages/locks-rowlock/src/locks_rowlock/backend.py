@@ -490,8 +490,8 @@ class RowLockBackend(BaseLockBackend):
             self._listener.stop()
         self._pool.close()
 
-    def _after_fork(self) -> None:
-        super()._after_fork()
+    def after_fork(self) -> None:
+        super().after_fork()
         if self._listener is not None:
             self._listener.forget()
 

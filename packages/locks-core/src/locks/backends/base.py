@@ -35,6 +35,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from locks.backends.spec import BackendSpec, BenchSubject
 from locks.exceptions import NotSupported
+from locks.forking import BACKENDS, on_fork_in_child
 from locks.keys import TEXT, Key, KeySpec, LockName, make_key, validate_name
 from locks.registry import HoldRegistry
 
@@ -435,14 +436,15 @@ class BaseLockBackend:
         return AsyncLock(name, backend=self, **options)
 
     # -- fork safety ------------------------------------------------------------------------
-    def _after_fork(self) -> None:
-        # A forked child holds none of its parent's locks through this object.
+    def after_fork(self) -> None:
+        """Called in a forked child (by :mod:`locks.forking`, after the keeper was reset): the
+        child holds none of its parent's locks through this object. Backends extend it to drop
+        connections shared with the parent (without closing them: they are the parent's), and
+        call ``super().after_fork()``."""
         self.holds = HoldRegistry()
 
 
+@on_fork_in_child(BACKENDS)
 def _forget_holds_after_fork() -> None:
     for backend in list(_all_backends):
-        backend._after_fork()
-
-
-os.register_at_fork(after_in_child=_forget_holds_after_fork)
+        backend.after_fork()
