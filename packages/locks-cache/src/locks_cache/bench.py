@@ -11,10 +11,10 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
+from locks.backends import BaseLockBackend
 from locks.backends.spec import BackendSpec, BenchSubject
 
 if TYPE_CHECKING:
-    from locks_cache.memcached_lock import MemcachedLockBackend
     from locks_cache.redis_lock import RedisLockBackend
 
 _LEASE = 60  # seconds: every peer gets the same lease, long enough never to expire mid-run
@@ -37,7 +37,13 @@ def _driver_url(backend: RedisLockBackend) -> str:
     return backend._driver_url()[0]
 
 
-def redis_peers(backend: RedisLockBackend) -> list[BenchSubject]:
+def redis_peers(backend: BaseLockBackend) -> list[BenchSubject]:
+    """Beside a Redis backend: the raw floor, redis-py's Lock, python-redis-lock, pottery,
+    django-cache-lock (those installed), and the Memcached side when LOCKS_MEMCACHED_URL is set."""
+    from locks_cache.redis_lock import RedisLockBackend
+
+    if not isinstance(backend, RedisLockBackend):
+        return []
     url = _driver_url(backend)
     peers = [
         _redis_floor(url),
@@ -70,10 +76,16 @@ def redis_peers(backend: RedisLockBackend) -> list[BenchSubject]:
 
 
 def _redis_floor(url: str) -> BenchSubject:
-    return BenchSubject("raw SET NX + Lua release (floor)", "locks_cache.bench:RawRedis", {"url": url})
+    return BenchSubject("raw SET NX + Lua release", "locks_cache.bench:RawRedis", {"url": url}, floor=True)
 
 
-def memcached_peers(backend: MemcachedLockBackend) -> list[BenchSubject]:
+def memcached_peers(backend: BaseLockBackend) -> list[BenchSubject]:
+    """Beside a Memcached backend: the raw floor, django-cache-lock, and the Redis side when
+    LOCKS_REDIS_URL is set."""
+    from locks_cache.memcached_lock import MemcachedLockBackend
+
+    if not isinstance(backend, MemcachedLockBackend):
+        return []
     peers = _memcached_subjects(backend._server_url.split("?")[0])
     redis_url = os.environ.get("LOCKS_REDIS_URL")
     if redis_url:
@@ -89,7 +101,7 @@ def memcached_peers(backend: MemcachedLockBackend) -> list[BenchSubject]:
 
 
 def _memcached_subjects(server: str) -> list[BenchSubject]:
-    peers = [BenchSubject("raw add + gets/cas release (floor)", "locks_cache.bench:RawMemcached", {"url": server})]
+    peers = [BenchSubject("raw add + gets/cas release", "locks_cache.bench:RawMemcached", {"url": server}, floor=True)]
     if _importable("django_lock"):
         peers.append(
             BenchSubject(

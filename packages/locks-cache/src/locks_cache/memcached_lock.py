@@ -28,7 +28,7 @@ from urllib.parse import unquote, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
-from locks.backends import DEFAULT_LEASE, FORCE_RELEASE, TTL, WATCHDOG, BaseLockBackend, BenchSubject, Hold, LockRequest
+from locks.backends import DEFAULT_LEASE, FORCE_RELEASE, TTL, WATCHDOG, BaseLockBackend, Hold, LockRequest
 from locks.exceptions import BackendUnavailable, LockLost
 from locks.keys import SAFE_CHARS, Key, KeySpec, LockName
 from locks_cache.options import as_seconds, as_str, lift_query
@@ -277,11 +277,6 @@ class MemcachedLockBackend(BaseLockBackend):
         super().after_fork()
         if self.client is not None:
             self.client = self._make_client()
-
-    def bench_peers(self) -> list[BenchSubject]:
-        from locks_cache.bench import memcached_peers
-
-        return memcached_peers(self)
 
 
 def _as_bytes(value: Any) -> bytes:

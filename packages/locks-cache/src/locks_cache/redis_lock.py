@@ -46,7 +46,6 @@ from locks.backends import (
     TTL,
     WATCHDOG,
     BaseLockBackend,
-    BenchSubject,
     Hold,
     HolderInfo,
     LockRequest,
@@ -749,9 +748,4 @@ class RedisLockBackend(BaseLockBackend):
             raise self._unavailable(exc) from exc
 
     # -- bench --------------------------------------------------------------------------------
-    def bench_peers(self) -> list[BenchSubject]:
-        from locks_cache.bench import redis_peers
-
-        return redis_peers(self)
-
     _bench_label: ClassVar[str] = "locks-cache Redis"

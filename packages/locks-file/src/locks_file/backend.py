@@ -38,7 +38,6 @@ from locks.backends import (
     SHARED,
     WATCHDOG,
     BaseLockBackend,
-    BenchSubject,
     Hold,
     HolderInfo,
     LockRequest,
@@ -427,20 +426,6 @@ class FileLockBackend(BaseLockBackend):
                 slot.close()
             except (OSError, ValueError):
                 pass
-
-    def bench_peers(self) -> list[BenchSubject]:
-        directory = os.path.join(self.directory, "bench-peers")
-        peers = [BenchSubject("raw flock (floor)", "locks_file.bench:RawFlock", {"directory": directory})]
-        for module, label, factory in (
-            ("filelock", "filelock", "locks_file.bench:FileLockPeer"),
-            ("portalocker", "portalocker", "locks_file.bench:PortalockerPeer"),
-        ):
-            try:
-                __import__(module)
-            except ImportError:
-                continue
-            peers.append(BenchSubject(label, factory, {"directory": directory}))
-        return peers
 
 
 def _kernel_locks() -> dict[tuple[int, int], list[tuple[str, int]]] | None:

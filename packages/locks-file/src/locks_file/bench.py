@@ -1,10 +1,31 @@
-"""Peers measured beside the file backend by ``locks bench --peers``."""
+"""Peers measured beside the file backend by ``locks bench --peers`` (registered in the
+``locks.bench_peers`` entry-point group)."""
 
 from __future__ import annotations
 
 import fcntl
+import importlib.util
 import os
 from typing import Any
+
+from locks.backends import BaseLockBackend, BenchSubject
+
+
+def peers(backend: BaseLockBackend) -> list[BenchSubject]:
+    """The raw flock floor, then filelock and portalocker where installed."""
+    from locks_file.backend import FileLockBackend
+
+    if not isinstance(backend, FileLockBackend):
+        return []
+    directory = os.path.join(backend.directory, "bench-peers")
+    found = [BenchSubject("raw flock", "locks_file.bench:RawFlock", {"directory": directory}, floor=True)]
+    for module, label, factory in (
+        ("filelock", "filelock", "locks_file.bench:FileLockPeer"),
+        ("portalocker", "portalocker", "locks_file.bench:PortalockerPeer"),
+    ):
+        if importlib.util.find_spec(module) is not None:
+            found.append(BenchSubject(label, factory, {"directory": directory}))
+    return found
 
 
 class RawFlock:

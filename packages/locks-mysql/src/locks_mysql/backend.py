@@ -40,7 +40,6 @@ from locks.backends import (
     SESSION_BOUND,
     WATCHDOG,
     BaseLockBackend,
-    BenchSubject,
     Hold,
     HolderInfo,
     LockRequest,
@@ -581,11 +580,6 @@ class UserLockBackend(BaseLockBackend):
         self._idle = []
         self._threads = {}
         self._sessions = weakref.WeakSet()
-
-    def bench_peers(self) -> list[BenchSubject]:
-        from locks_mysql.bench import peers
-
-        return peers(self)
 
 
 def _matches(prefix: str, rest: str, hashed: bool, backend: UserLockBackend) -> bool:

@@ -5,18 +5,23 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from locks.backends import BenchSubject
+from locks.backends import BaseLockBackend, BenchSubject
 
 if TYPE_CHECKING:
-    from locks_mysql.backend import UserLockBackend
+    pass
 
 #: A wait "forever" for peers (MariaDB answers ``GET_LOCK(name, -1)`` with NULL at once).
 FOREVER = 31_536_000
 
 
-def peers(backend: UserLockBackend) -> list[BenchSubject]:
+def peers(backend: BaseLockBackend) -> list[BenchSubject]:
+    """The raw mysqlclient floor, then django-mysql's ``Lock`` where installed."""
+    from locks_mysql.backend import UserLockBackend
+
+    if not isinstance(backend, UserLockBackend):
+        return []
     params = {k: v for k, v in backend._params().items() if k not in ("conv",)}
-    found = [BenchSubject("raw mysqlclient GET_LOCK (floor)", "locks_mysql.bench.RawGetLock", {"params": params})]
+    found = [BenchSubject("raw mysqlclient GET_LOCK", "locks_mysql.bench.RawGetLock", {"params": params}, floor=True)]
     try:
         import django_mysql  # type: ignore[import-not-found,unused-ignore]  # noqa: F401
     except ImportError:

@@ -41,7 +41,6 @@ from locks.backends import (
     WATCHDOG,
     BackendSpec,
     BaseLockBackend,
-    BenchSubject,
     Hold,
     HolderInfo,
     LockRequest,
@@ -763,11 +762,6 @@ class AdvisoryLockBackend(BaseLockBackend):
     def after_fork(self) -> None:
         super().after_fork()
         self._factory.forget()
-
-    def bench_peers(self) -> list[BenchSubject]:
-        from locks_pg.bench import peers
-
-        return peers(self)
 
     # -- used by the lock views and the bench ------------------------------------------------
     def connection_factory(self) -> ConnectionFactory:

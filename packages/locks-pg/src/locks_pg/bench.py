@@ -1,6 +1,6 @@
 """Peers measured beside the advisory lock backend by ``locks bench --peers``.
 
-* ``raw psycopg (floor)``: one connection, ``pg_advisory_lock``/``pg_advisory_unlock`` and nothing
+* ``raw psycopg``, the floor: one connection, ``pg_advisory_lock``/``pg_advisory_unlock`` and nothing
   else: what any session advisory lock costs on this server;
 * ``django-pglock``: ``pglock.advisory(name)`` on Django's connection (when installed);
 * ``locks-pg (fencing)`` / ``(no fencing)``: this backend with the other ``FENCING`` setting, to
@@ -12,18 +12,22 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from locks.backends import BenchSubject
+from locks.backends import BaseLockBackend, BenchSubject
 from locks.keys import int64_of
 
 if TYPE_CHECKING:
     from locks_pg.backend import AdvisoryLockBackend
 
 
-def peers(backend: AdvisoryLockBackend) -> list[BenchSubject]:
+def peers(backend: BaseLockBackend) -> list[BenchSubject]:
+    """The raw psycopg floor, django-pglock where installed, and the other fencing setting."""
     from locks.bench import backend_subject
+    from locks_pg.backend import AdvisoryLockBackend
 
+    if not isinstance(backend, AdvisoryLockBackend):
+        return []
     url = _url_of(backend)
-    found = [BenchSubject("raw psycopg (floor)", "locks_pg.bench:RawAdvisoryLock", {"url": url})]
+    found = [BenchSubject("raw psycopg", "locks_pg.bench:RawAdvisoryLock", {"url": url}, floor=True)]
     try:
         __import__("pglock")
     except ImportError:

@@ -33,7 +33,6 @@ from locks.backends import (
     WATCHDOG,
     BackendSpec,
     BaseLockBackend,
-    BenchSubject,
     Hold,
     HolderInfo,
     LockRequest,
@@ -205,11 +204,6 @@ class RowLockBackend(BaseLockBackend):
         # A DATABASES alias means Django settings: the worker process configures Django first.
         setup = None if self.location else "locks_rowlock.setup_django"
         return BackendSpec(base.backend, base.location, base.options, setup)
-
-    def bench_peers(self) -> list[BenchSubject]:
-        from locks_rowlock.bench import peers
-
-        return peers(self)
 
     # -- running statements ------------------------------------------------------------------
     def _run(self, work: Callable[[Any], T], *, name: LockName | None = None, retry: bool = True) -> T:

@@ -18,7 +18,7 @@ import uuid
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from locks.backends import BenchSubject
+from locks.backends import BaseLockBackend, BenchSubject
 
 if TYPE_CHECKING:
     from locks_rowlock.backend import RowLockBackend
@@ -33,13 +33,19 @@ def _database_entry(backend: RowLockBackend) -> dict[str, Any]:
     return {key: settings.get(key, "") for key in keep}
 
 
-def peers(backend: RowLockBackend) -> list[BenchSubject]:
+def peers(backend: BaseLockBackend) -> list[BenchSubject]:
+    """The raw row-lock floor (PostgreSQL), django-database-locks, and this backend polling."""
     from locks.bench import backend_subject
+    from locks_rowlock.backend import RowLockBackend
 
+    if not isinstance(backend, RowLockBackend):
+        return []
     found: list[BenchSubject] = []
     entry = _database_entry(backend)
     if backend.vendor == "postgresql" and importlib.util.find_spec("psycopg") is not None:
-        found.append(BenchSubject("raw row lock FOR UPDATE, psycopg (floor)", f"{__name__}.RawRowLock", {"db": entry}))
+        found.append(
+            BenchSubject("raw row lock FOR UPDATE, psycopg", f"{__name__}.RawRowLock", {"db": entry}, floor=True)
+        )
     if importlib.util.find_spec("database_locks") is not None and backend.vendor != "sqlite":
         # django-database-locks does not lock at all on SQLite (no SELECT FOR UPDATE): not measured.
         found.append(

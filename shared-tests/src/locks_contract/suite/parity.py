@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import pytest
@@ -69,7 +69,7 @@ class Api:
         return outcome
 
 
-Scenario = Callable[[Api, BaseLockBackend, str, float], Awaitable[None]]
+Scenario = Callable[[Api, BaseLockBackend, str, float], Coroutine[Any, Any, None]]
 
 
 async def acquire_release_twice(api: Api, other: BaseLockBackend, name: str, lease: float) -> None:

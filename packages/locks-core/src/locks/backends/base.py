@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import parse_qsl, urlsplit
 
-from locks.backends.spec import BackendSpec, BenchSubject
+from locks.backends.spec import BackendSpec
 from locks.exceptions import NotSupported
 from locks.forking import BACKENDS, on_fork_in_child
 from locks.keys import TEXT, Key, KeySpec, LockName, make_key, validate_name
@@ -237,11 +237,6 @@ class BaseLockBackend:
         """A picklable recipe that builds an equivalent backend (in another process, say)."""
         cls = type(self)
         return BackendSpec(f"{cls.__module__}.{cls.__qualname__}", self.location, dict(self._settings))
-
-    def bench_peers(self) -> list[BenchSubject]:
-        """Other libraries' locks on the same server, measured beside this backend by
-        ``locks bench --peers``. Only peers whose package is importable are returned."""
-        return []
 
     # -- capabilities and keys --------------------------------------------------------------
     def supports(self, capability: str) -> bool:

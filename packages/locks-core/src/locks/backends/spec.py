@@ -43,17 +43,20 @@ class BenchSubject:
     """A lock implementation that ``locks bench`` measures, built again in each worker process.
 
     Attributes:
-        label: what the report calls it (``"django-pglock"``, ``"raw flock (floor)"``).
+        label: what the report calls it (``"django-pglock"``, ``"raw flock"``).
         factory: dotted path of a callable (``"pkg.module.Class"`` or ``"pkg.module:Class"``), called
             in the worker with ``kwargs``; it returns an
             object with ``acquire(name)`` (blocks until held), ``release(name)`` and, optionally,
             ``close()``.
         kwargs: picklable keyword arguments for ``factory``.
+        floor: the bare minimum any lock on that server must do (raw driver calls): the bench's
+            ratios are taken against it.
     """
 
     label: str
     factory: str
     kwargs: dict[str, Any] = field(default_factory=dict)
+    floor: bool = False
 
     def open(self) -> Any:
         return import_string(self.factory.replace(":", "."))(**self.kwargs)
