@@ -52,7 +52,7 @@ class AbstractDeadlineTests(ContractBase):
 
     def _judge(self, api: str, timeouts: list[float], elapsed: list[float], results: list[bool]) -> None:
         report = f"{api}: {lateness_report(timeouts, elapsed)}"
-        print(f"\n[deadlines] {report}")
+        print(f"\n[deadlines] {type(self).__name__} {report}")
         assert not any(results), f"{api}: a wait on a held lock returned True"
         early = [(wait, spent) for wait, spent in zip(timeouts, elapsed) if spent < wait]
         assert not early, f"{api}: waits ended before their deadline (timeout, elapsed): {early[:5]}"
