@@ -18,12 +18,14 @@ from locks_contract.base import ContractBase
 
 
 def percentile(values: Iterable[float], fraction: float) -> float:
-    """The nearest-rank percentile: the smallest value at least ``fraction`` of them do not exceed."""
+    """The value that all but the top ``1 - fraction`` share of ``values`` do not exceed, that
+    share rounded up: with 50 values, p99 lets the worst one out (it is the second worst), p50
+    is the median's upper neighbour."""
     ordered = sorted(values)
     if not ordered:
         raise ValueError("no values")
-    rank = max(1, math.ceil(fraction * len(ordered)))
-    return ordered[rank - 1]
+    above = math.ceil(len(ordered) * (1 - fraction) - 1e-9)
+    return ordered[max(0, len(ordered) - 1 - above)]
 
 
 def lateness_report(timeouts: list[float], elapsed: list[float]) -> str:
