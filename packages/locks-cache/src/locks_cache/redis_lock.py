@@ -50,10 +50,11 @@ from locks.backends import (
     HolderInfo,
     LockRequest,
 )
+from locks.deadline import Deadline
 from locks.exceptions import BackendUnavailable, LockLost
 from locks.keys import Key, KeySpec, LockName
 from locks_cache.options import as_bool, as_seconds, as_str, lift_query
-from locks_cache.redis_direct import AsyncDirectScripts, DirectScripts
+from locks_cache.redis_direct import AsyncDirectScripts, DirectScripts, apop_on_cluster, pop_on_cluster
 
 #: Fencing counters outlive the lease by this long, so a clock stepping back between two
 #: acquisitions still yields a larger token (see ``ACQUIRE``).
@@ -499,15 +500,13 @@ class RedisLockBackend(BaseLockBackend):
         over, waiters then cost the holder little, while a waiter that blocks on a quiet lock is
         still woken by the release at once.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = Deadline(timeout)
         wake = self.keys_of(request.key).wake
         woken = False
         lost = 0
         while True:
-            remaining = None if deadline is None else deadline - time.monotonic()
-            waiting = remaining is None or remaining > 0
-            register = waiting and not woken
-            result = self._attempt(request, self._wait_ms if register else 0)
+            waiting = not deadline.expired()
+            result = self._attempt(request, self._wait_ms if waiting and not woken else 0)
             if isinstance(result, Hold):
                 return result
             if not waiting:
@@ -515,14 +514,25 @@ class RedisLockBackend(BaseLockBackend):
             if woken:
                 woken = False
                 lost += 1
-                time.sleep(self._backoff(lost, remaining))
+                deadline.sleep(self._backoff(lost, None))
                 continue
-            block = self._block_for(result, remaining)
+            block = self._block_for(result, deadline.remaining())
             if block >= 0.001:
-                try:
-                    woken = self.client.blpop([wake], timeout=block) is not None
-                except self._errors as exc:
-                    raise self._unavailable(exc, request.name) from exc
+                woken = self._pop(wake, block, request.name)
+            else:
+                deadline.sleep(block)
+
+    def _pop(self, wake: str, block: float, name: LockName) -> bool:
+        """Blocks on the wake-up list for ``block`` seconds: whether a release signalled. A
+        block shorter than a slice ends a deadline (or a lease): the server's reply, which may
+        come up to 1/hz late, is then waited for no longer than ``block`` (the module's notes)."""
+        until = time.monotonic() + block if block < self.wait_slice else None
+        try:
+            if self._direct is not None:
+                return self._direct.pop(wake, block, until)
+            return pop_on_cluster(self.client, wake, block, until)
+        except self._errors as exc:
+            raise self._unavailable(exc, name) from exc
 
     def _backoff(self, lost: int, remaining: float | None) -> float:
         pause = float(min(self.backoff_max, self.backoff_min * 2 ** min(lost, 16))) * random.uniform(0.5, 1.0)
@@ -697,16 +707,13 @@ class RedisLockBackend(BaseLockBackend):
 
     async def aacquire(self, request: LockRequest, timeout: float | None) -> Hold | None:
         """:meth:`acquire` on the event loop (``redis.asyncio``), never in a thread."""
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
+        deadline = Deadline(timeout)
         wake = self.keys_of(request.key).wake
         woken = False
         lost = 0
         while True:
-            remaining = None if deadline is None else deadline - loop.time()
-            waiting = remaining is None or remaining > 0
-            register = waiting and not woken
-            result = await self._aattempt(request, self._wait_ms if register else 0)
+            waiting = not deadline.expired()
+            result = await self._aattempt(request, self._wait_ms if waiting and not woken else 0)
             if isinstance(result, Hold):
                 return result
             if not waiting:
@@ -714,14 +721,24 @@ class RedisLockBackend(BaseLockBackend):
             if woken:
                 woken = False
                 lost += 1
-                await asyncio.sleep(self._backoff(lost, remaining))
+                await asyncio.sleep(deadline.cap(self._backoff(lost, None)))
                 continue
-            block = self._block_for(result, remaining)
+            block = self._block_for(result, deadline.remaining())
             if block >= 0.001:
-                try:
-                    woken = await self._astate().client.blpop([wake], timeout=block) is not None
-                except self._errors as exc:
-                    raise self._unavailable(exc, request.name) from exc
+                woken = await self._apop(wake, block, request.name)
+            else:
+                await asyncio.sleep(deadline.cap(block))
+
+    async def _apop(self, wake: str, block: float, name: LockName) -> bool:
+        """:meth:`_pop` on the event loop."""
+        until = time.monotonic() + block if block < self.wait_slice else None
+        state = self._astate()
+        try:
+            if state.direct is not None:
+                return await state.direct.pop(wake, block, until)
+            return await apop_on_cluster(state.client, wake, block, until)
+        except self._errors as exc:
+            raise self._unavailable(exc, name) from exc
 
     async def arelease(self, hold: Hold) -> None:
         script, keys, args = self._release_args(hold)
