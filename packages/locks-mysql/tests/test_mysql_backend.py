@@ -373,7 +373,9 @@ def test_shared_locks_are_not_supported(backend: UserLockBackend, unique: str) -
         backend.lock(unique, shared=True).acquire()
 
 
-def test_whole_second_waits_as_on_mysql_end_on_time(backend: UserLockBackend, other: UserLockBackend, unique: str) -> None:
+def test_whole_second_waits_as_on_mysql_end_on_time(
+    backend: UserLockBackend, other: UserLockBackend, unique: str
+) -> None:
     # A timeout just short of a whole second must not be rounded up to one on the server.
     backend.fractional_waits = False
     waits = (0.97, 0.98, 1.97)

@@ -18,10 +18,11 @@ pays that twice (acquire and release), so the scripts take a shorter road:
 
 Redis Cluster clients keep redis-py's path: there, redis-py routes each call to its slot's node.
 
-Waiters block with ``BLPOP`` (:meth:`DirectScripts.pop`, and :func:`pop_on_cluster` on a cluster's
-node). Redis checks blocking timeouts only when its event loop runs, at least ``hz`` times a second
-(10 by default): a wait whose end matters bounds the reply on this side too, and gives up on a
-reply that is late by closing the connection (the server then drops the blocked call).
+Waiters block with ``BLPOP`` (:meth:`DirectScripts.pop`; on a cluster, over connections made like
+those of the node that owns the key: :func:`node_pops`). Redis checks blocking timeouts only when
+its event loop runs, at least ``hz`` times a second (10 by default): a wait whose end matters
+bounds the reply on this side too, and gives up on a reply that is late by closing the connection
+(the server then drops the blocked call).
 """
 
 from __future__ import annotations
@@ -66,40 +67,15 @@ async def apop_on(connection: Any, command: bytes, until: float | None) -> Any:
         return LATE
 
 
-def pop_on_cluster(client: Any, key: str, block: float, until: float | None) -> bool:
-    """:meth:`DirectScripts.pop` on the cluster node that owns ``key``, over a connection of that
-    node's pool in ``client`` (a ``RedisCluster``)."""
-    pool = client.get_redis_connection(client.get_node_from_key(key)).connection_pool
-    try:
-        connection = pool.get_connection()
-    except TypeError:  # redis-py before 5.3 wants a command name
-        connection = pool.get_connection("BLPOP")
-    try:
-        reply = pop_on(connection, pop_command(key, block), until)
-        if reply is LATE:
-            connection.disconnect()
-    except BaseException:
-        connection.disconnect()
-        raise
-    finally:
-        pool.release(connection)
-    return reply is not None and reply is not LATE
-
-
-async def apop_on_cluster(client: Any, key: str, block: float, until: float | None) -> bool:
-    """:func:`pop_on_cluster` with a ``redis.asyncio`` ``RedisCluster`` (already initialised)."""
-    node = client.get_node_from_key(key)
-    connection = node.acquire_connection()
-    try:
-        reply = await apop_on(connection, pop_command(key, block), until)
-        if reply is LATE:
-            await connection.disconnect(nowait=True)
-    except BaseException:
-        await connection.disconnect(nowait=True)
-        raise
-    finally:
-        node.release(connection)
-    return reply is not None and reply is not LATE
+def node_pops(pops: dict[str, Any], node: Any, kind: type[_ScriptConnections], exceptions: Any) -> Any:
+    """The blocking-pop connections (a ``kind``) for a cluster ``node`` (with ``name`` and, for
+    asyncio nodes, ``connection_class`` and ``connection_kwargs``; sync nodes have them on the
+    pool of ``redis_connection``), kept in ``pops`` by node name."""
+    found = pops.get(node.name)
+    if found is None:
+        template = node.redis_connection.connection_pool if hasattr(node, "redis_connection") else node
+        found = pops[node.name] = kind(template, {}, exceptions)
+    return found
 
 
 def _connected(connection: Any) -> bool:

@@ -54,7 +54,7 @@ from locks.deadline import Deadline
 from locks.exceptions import BackendUnavailable, LockLost
 from locks.keys import Key, KeySpec, LockName
 from locks_cache.options import as_bool, as_seconds, as_str, lift_query
-from locks_cache.redis_direct import AsyncDirectScripts, DirectScripts, apop_on_cluster, pop_on_cluster
+from locks_cache.redis_direct import AsyncDirectScripts, DirectScripts, node_pops
 
 #: Fencing counters outlive the lease by this long, so a clock stepping back between two
 #: acquisitions still yields a larger token (see ``ACQUIRE``).
@@ -263,6 +263,14 @@ class _AsyncState:
         self.client = client
         self.scripts = {name: client.register_script(src) for name, src in _SCRIPTS.items()}
         self.direct = None if cluster else AsyncDirectScripts(client.connection_pool, _SCRIPTS, exceptions)
+        self.exceptions = exceptions
+        self.node_pops: dict[str, AsyncDirectScripts] = {}  # cluster: blocking pops per node
+
+    def pops(self, key: str) -> AsyncDirectScripts:
+        """The connections a waiter blocks on for ``key``: on a cluster, those of its node."""
+        if self.direct is not None:
+            return self.direct
+        return node_pops(self.node_pops, self.client.get_node_from_key(key), AsyncDirectScripts, self.exceptions)  # type: ignore[no-any-return]
 
     def run(self, script: str, keys: list[str], args: list[Any]) -> Awaitable[Any]:
         """As :meth:`RedisLockBackend._run`, on this loop."""
@@ -345,6 +353,7 @@ class RedisLockBackend(BaseLockBackend):
         self._client_lock = threading.Lock()
         self._scripts_by_name: dict[str, Any] | None = None
         self._direct: DirectScripts | None = None
+        self._node_pops: dict[str, DirectScripts] = {}  # cluster: blocking pops per node
         if not self.cluster:
             self._client = self._make_client()  # cheap: redis-py connects on first use
             self._direct = DirectScripts(self._client.connection_pool, _SCRIPTS, self._redis.exceptions)
@@ -528,9 +537,13 @@ class RedisLockBackend(BaseLockBackend):
         come up to 1/hz late, is then waited for no longer than ``block`` (the module's notes)."""
         until = time.monotonic() + block if block < self.wait_slice else None
         try:
-            if self._direct is not None:
-                return self._direct.pop(wake, block, until)
-            return pop_on_cluster(self.client, wake, block, until)
+            pops = self._direct
+            if pops is None:
+                client = self.client
+                node = client.get_node_from_key(wake)
+                client.get_redis_connection(node)  # the node's pool, whose connections ours copy
+                pops = node_pops(self._node_pops, node, DirectScripts, self._redis.exceptions)
+            return pops.pop(wake, block, until)
         except self._errors as exc:
             raise self._unavailable(exc, name) from exc
 
@@ -679,9 +692,11 @@ class RedisLockBackend(BaseLockBackend):
         super()._after_fork()
         if self._direct is not None:
             self._direct.forget()
+        self._node_pops = {}
         for state in list(self._async.values()):
             if state.direct is not None:
                 state.direct.forget()
+            state.node_pops = {}
 
     # -- asyncio, on the loop ---------------------------------------------------------------
     async def _aattempt(self, request: LockRequest, wait_ms: int) -> Hold | int:
@@ -732,11 +747,8 @@ class RedisLockBackend(BaseLockBackend):
     async def _apop(self, wake: str, block: float, name: LockName) -> bool:
         """:meth:`_pop` on the event loop."""
         until = time.monotonic() + block if block < self.wait_slice else None
-        state = self._astate()
         try:
-            if state.direct is not None:
-                return await state.direct.pop(wake, block, until)
-            return await apop_on_cluster(state.client, wake, block, until)
+            return await self._astate().pops(wake).pop(wake, block, until)
         except self._errors as exc:
             raise self._unavailable(exc, name) from exc
 

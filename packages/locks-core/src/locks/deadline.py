@@ -26,13 +26,11 @@ MARGIN = 0.010
 
 
 class Deadline:
-    """The end of a wait of ``timeout`` seconds from now (``None``: no end)::
+    """The end of a wait of ``timeout`` seconds from now (``None``: no end).
 
-        deadline = Deadline(timeout)
-        while not try_once():
-            if deadline.expired():
-                return False
-            deadline.sleep(backoff)  # never past the deadline: then one last try
+    A polling loop tries, gives up once :meth:`expired`, and otherwise sleeps with :meth:`sleep`
+    (or waits :meth:`cap` seconds for a notification): never past the deadline, so that the try
+    after the last pause is made at the deadline.
     """
 
     __slots__ = ("at",)

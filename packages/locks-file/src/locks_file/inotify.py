@@ -64,7 +64,7 @@ class _Instance:
 
     def events(self) -> list[tuple[int, int]]:
         """The (watch, mask) pairs queued so far (none: an empty list), without blocking."""
-        found = []
+        found: list[tuple[int, int]] = []
         while True:
             try:
                 data = os.read(self.fd, 65536)
