@@ -527,15 +527,20 @@ class RedisLockBackend(BaseLockBackend):
                 continue
             block = self._block_for(result, deadline.remaining())
             if block >= 0.001:
-                woken = self._pop(wake, block, request.name)
+                woken = self._pop(wake, block, deadline, request.name)
             else:
                 deadline.sleep(block)
 
-    def _pop(self, wake: str, block: float, name: LockName) -> bool:
-        """Blocks on the wake-up list for ``block`` seconds: whether a release signalled. A
-        block shorter than a slice ends a deadline (or a lease): the server's reply, which may
-        come up to 1/hz late, is then waited for no longer than ``block`` (the module's notes)."""
-        until = time.monotonic() + block if block < self.wait_slice else None
+    def _pop(self, wake: str, block: float, deadline: Deadline, name: LockName) -> bool:
+        """Blocks on the wake-up list for ``block`` seconds: whether a release signalled.
+
+        The server's reply may come up to 1/hz late (see :mod:`locks_cache.redis_direct`), so it
+        is waited for no later than the deadline, nor past ``block`` when that is shorter than a
+        slice (the holder's lease ends), nor past a further slice (a frozen server is then
+        detected within the socket timeout)."""
+        until = time.monotonic() + block + (self.wait_slice if block >= self.wait_slice else 0.0)
+        if deadline.at is not None:
+            until = min(until, deadline.at)
         try:
             pops = self._direct
             if pops is None:
@@ -740,13 +745,15 @@ class RedisLockBackend(BaseLockBackend):
                 continue
             block = self._block_for(result, deadline.remaining())
             if block >= 0.001:
-                woken = await self._apop(wake, block, request.name)
+                woken = await self._apop(wake, block, deadline, request.name)
             else:
                 await asyncio.sleep(deadline.cap(block))
 
-    async def _apop(self, wake: str, block: float, name: LockName) -> bool:
+    async def _apop(self, wake: str, block: float, deadline: Deadline, name: LockName) -> bool:
         """:meth:`_pop` on the event loop."""
-        until = time.monotonic() + block if block < self.wait_slice else None
+        until = time.monotonic() + block + (self.wait_slice if block >= self.wait_slice else 0.0)
+        if deadline.at is not None:
+            until = min(until, deadline.at)
         try:
             return await self._astate().pops(wake).pop(wake, block, until)
         except self._errors as exc:
