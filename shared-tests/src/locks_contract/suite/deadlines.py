@@ -2,7 +2,8 @@
 
 A single late wait says little on a loaded machine, so each API makes :attr:`deadline_waits` waits
 on a lock another client holds, and the lateness is judged at p99: with 50 waits, only the worst
-one may be later than the margin. None may end early, and every one must report ``False``.
+one may be later than the margin. None may end early, and every one must report ``False``. The
+p50/p99 lateness is printed (``pytest -s``) and recorded as test properties (``--junitxml``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import asyncio
 import itertools
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from locks.backends.base import BaseLockBackend
 from locks_contract.base import ContractBase
@@ -52,9 +54,19 @@ class AbstractDeadlineTests(ContractBase):
     def _timeouts(self) -> list[float]:
         return list(itertools.islice(itertools.cycle(self.deadline_timeouts), self.deadline_waits))
 
-    def _judge(self, api: str, timeouts: list[float], elapsed: list[float], results: list[bool]) -> None:
+    def _judge(
+        self,
+        api: str,
+        timeouts: list[float],
+        elapsed: list[float],
+        results: list[bool],
+        record: Callable[[str, Any], None],
+    ) -> None:
         report = f"{api}: {lateness_report(timeouts, elapsed)}"
         print(f"\n[deadlines] {type(self).__name__} {report}")
+        late_ms = [(spent - wait) * 1000 for wait, spent in zip(timeouts, elapsed)]
+        record(f"{api}_lateness_p50_ms", round(percentile(late_ms, 0.5), 3))
+        record(f"{api}_lateness_p99_ms", round(percentile(late_ms, 0.99), 3))
         assert not any(results), f"{api}: a wait on a held lock returned True"
         early = [(wait, spent) for wait, spent in zip(timeouts, elapsed) if spent < wait]
         assert not early, f"{api}: waits ended before their deadline (timeout, elapsed): {early[:5]}"
@@ -65,7 +77,11 @@ class AbstractDeadlineTests(ContractBase):
         )
 
     def test_bounded_waits_end_on_time(
-        self, backend: BaseLockBackend, other_backend: BaseLockBackend, lock_name: str
+        self,
+        backend: BaseLockBackend,
+        other_backend: BaseLockBackend,
+        lock_name: str,
+        record_property: Callable[[str, Any], None],
     ) -> None:
         timeouts = self._timeouts()
         with other_backend.lock(lock_name, timeout=5):
@@ -77,10 +93,14 @@ class AbstractDeadlineTests(ContractBase):
                 started = time.monotonic()
                 results.append(handle.acquire(timeout=timeout))
                 elapsed.append(time.monotonic() - started)
-        self._judge("sync", timeouts, elapsed, results)
+        self._judge("sync", timeouts, elapsed, results, record_property)
 
     def test_async_bounded_waits_end_on_time(
-        self, backend: BaseLockBackend, other_backend: BaseLockBackend, lock_name: str
+        self,
+        backend: BaseLockBackend,
+        other_backend: BaseLockBackend,
+        lock_name: str,
+        record_property: Callable[[str, Any], None],
     ) -> None:
         timeouts = self._timeouts()
 
@@ -97,4 +117,4 @@ class AbstractDeadlineTests(ContractBase):
 
         with other_backend.lock(lock_name, timeout=5):
             elapsed, results = asyncio.run(main())
-        self._judge("asyncio", timeouts, elapsed, results)
+        self._judge("asyncio", timeouts, elapsed, results, record_property)
