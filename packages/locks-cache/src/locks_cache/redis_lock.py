@@ -523,7 +523,7 @@ class RedisLockBackend(BaseLockBackend):
             if woken:
                 woken = False
                 lost += 1
-                deadline.sleep(self._backoff(lost, None))
+                deadline.sleep(self._backoff(lost))
                 continue
             block = self._block_for(result, deadline.remaining())
             if block >= 0.001:
@@ -552,9 +552,8 @@ class RedisLockBackend(BaseLockBackend):
         except self._errors as exc:
             raise self._unavailable(exc, name) from exc
 
-    def _backoff(self, lost: int, remaining: float | None) -> float:
-        pause = float(min(self.backoff_max, self.backoff_min * 2 ** min(lost, 16))) * random.uniform(0.5, 1.0)
-        return pause if remaining is None else max(0.0, min(pause, remaining))
+    def _backoff(self, lost: int) -> float:
+        return float(min(self.backoff_max, self.backoff_min * 2 ** min(lost, 16))) * random.uniform(0.5, 1.0)
 
     def wait_for_release(self, request: LockRequest, timeout: float) -> None:
         if timeout >= 0.001:
@@ -741,7 +740,7 @@ class RedisLockBackend(BaseLockBackend):
             if woken:
                 woken = False
                 lost += 1
-                await asyncio.sleep(deadline.cap(self._backoff(lost, None)))
+                await asyncio.sleep(deadline.cap(self._backoff(lost)))
                 continue
             block = self._block_for(result, deadline.remaining())
             if block >= 0.001:
