@@ -1,4 +1,4 @@
-"""Bounded waits end on time: the Deadline helper, the default polling loop and the thread-backed
+"""Bounded waits end on time: the Deadline class, the default polling loop and the thread-backed
 async wait (on the in-memory backend; server backends run the same contract case)."""
 
 from __future__ import annotations
