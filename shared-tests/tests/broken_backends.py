@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from locks.backends import Hold, LockRequest
 from locks.keys import Key
 from locks_file import FileLockBackend
@@ -30,3 +32,20 @@ class CollidingNamesBackend(FileLockBackend):
         import zlib
 
         return f"k{zlib.crc32(str(name).encode('utf-8', 'surrogatepass')) & 0xF}"
+
+
+class LateWaitsBackend(FileLockBackend):
+    """Gives up on time only to a server's coarse clock: every bounded wait ends 30 ms late."""
+
+    def acquire(self, request: LockRequest, timeout: float | None) -> Hold | None:
+        hold = super().acquire(request, timeout)
+        if hold is None:
+            time.sleep(0.03)
+        return hold
+
+
+class EarlyWaitsBackend(FileLockBackend):
+    """Gives up 5 ms before the deadline."""
+
+    def acquire(self, request: LockRequest, timeout: float | None) -> Hold | None:
+        return super().acquire(request, None if timeout is None else max(0.0, timeout - 0.005))

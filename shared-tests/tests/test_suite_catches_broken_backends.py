@@ -52,3 +52,13 @@ def test_unreachable_servers_skip_locally_and_fail_when_required(pytester: pytes
     pytester._monkeypatch.delenv("LOCKS_REQUIRE_SERVERS", raising=False)
     pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider").assert_outcomes(skipped=1)
     pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider", "--locks-require-servers").assert_outcomes(failed=1)
+
+
+def test_a_backend_whose_waits_end_late_or_early_fails_the_deadline_cases(pytester: pytest.Pytester) -> None:
+    for cls, message in (
+        ("LateWaitsBackend", "*more than 10 ms after their deadline*"),
+        ("EarlyWaitsBackend", "*before their deadline*"),
+    ):
+        result = _run(pytester, cls, "bounded_waits")
+        assert result.parseoutcomes().get("failed", 0) == 2, result.stdout.str()[-3000:]
+        result.stdout.fnmatch_lines([message])

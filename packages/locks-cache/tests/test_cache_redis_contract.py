@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from conftest import NAMESPACE, REDIS_URL
 
-from locks_contract import BackendSpec, ContractTests
+from locks_contract import AbstractDeadlineTests, BackendSpec, ContractTests
 
 
 class TestRedisLockContract(ContractTests):
@@ -16,3 +16,15 @@ class TestRedisLockContract(ContractTests):
     @pytest.fixture
     def unreachable_backend_spec(self, closed_port: int) -> BackendSpec:
         return BackendSpec("locks_cache.RedisLockBackend", location=f"redis://127.0.0.1:{closed_port}/0")
+
+
+class TestRedisShortSlicesDeadlines(AbstractDeadlineTests):
+    """Waits of several slices: a slice that is not the last still ends by the deadline."""
+
+    deadline_timeouts = (0.05, 0.07, 0.1)
+
+    @pytest.fixture
+    def backend_spec(self) -> BackendSpec:
+        return BackendSpec(
+            "locks_cache.RedisLockBackend", location=REDIS_URL, options={"NAMESPACE": NAMESPACE, "WAIT_SLICE": 0.03}
+        )

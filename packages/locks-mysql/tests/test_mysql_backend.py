@@ -18,6 +18,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from locks import BackendUnavailable, LockError, LockLost, NotSupported
 from locks.cli import main as cli
+from locks.deadline import MARGIN
 from locks_mysql import LockDeadlock, UserLockBackend
 from locks_mysql.testing import mysql_url
 
@@ -370,6 +371,35 @@ def test_unreachable_server_is_backend_unavailable_for_every_operation() -> None
 def test_shared_locks_are_not_supported(backend: UserLockBackend, unique: str) -> None:
     with pytest.raises(NotSupported):
         backend.lock(unique, shared=True).acquire()
+
+
+def test_whole_second_waits_as_on_mysql_end_on_time(
+    backend: UserLockBackend, other: UserLockBackend, unique: str
+) -> None:
+    # A timeout just short of a whole second must not be rounded up to one on the server.
+    backend.fractional_waits = False
+    waits = (0.97, 0.98, 1.97)
+
+    async def async_waits() -> list[float]:
+        late = []
+        for wait in waits:
+            handle = backend.alock(unique)
+            started = time.monotonic()
+            assert await handle.acquire(timeout=wait) is False
+            late.append(time.monotonic() - started - wait)
+        return late
+
+    with other.lock(unique, timeout=5):
+        late = []
+        for wait in waits:
+            handle = backend.lock(unique)
+            started = time.monotonic()
+            assert handle.acquire(timeout=wait) is False
+            late.append(time.monotonic() - started - wait)
+        async_late = asyncio.run(async_waits())
+    for api, lateness in (("sync", late), ("asyncio", async_late)):
+        assert min(lateness) >= 0
+        assert sorted(lateness)[1] <= MARGIN, f"{api}: late by {[round(x * 1000, 1) for x in lateness]} ms"
 
 
 def test_whole_second_waits_as_on_mysql_keep_the_timeout(

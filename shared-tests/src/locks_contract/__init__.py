@@ -27,6 +27,7 @@ from locks_contract.suite.concurrency import (
     AbstractReentrancyTests,
     AbstractTimeoutTests,
 )
+from locks_contract.suite.deadlines import AbstractDeadlineTests
 from locks_contract.suite.environment import AbstractDjangoConnectionTests, AbstractUnavailableTests
 from locks_contract.suite.leases import (
     AbstractFencingTests,
@@ -45,6 +46,7 @@ class ContractTests(
     AbstractArgumentTests,
     AbstractCapabilityTests,
     AbstractTimeoutTests,
+    AbstractDeadlineTests,
     AbstractExclusionTests,
     AbstractReentrancyTests,
     AbstractHoldTrustTests,
@@ -71,6 +73,7 @@ __all__ = [
     "AbstractBasicTests",
     "AbstractCapabilityTests",
     "AbstractCrashTests",
+    "AbstractDeadlineTests",
     "AbstractDjangoConnectionTests",
     "AbstractExclusionTests",
     "AbstractFencingTests",

@@ -17,17 +17,65 @@ pays that twice (acquire and release), so the scripts take a shorter road:
   retried: the server may be frozen, and the caller must hear of it in one socket timeout.
 
 Redis Cluster clients keep redis-py's path: there, redis-py routes each call to its slot's node.
+
+Waiters block with ``BLPOP`` (:meth:`DirectScripts.pop`; on a cluster, over connections made like
+those of the node that owns the key: :func:`node_pops`). Redis checks blocking timeouts only when
+its event loop runs, at least ``hz`` times a second (10 by default): a wait whose end matters
+bounds the reply on this side too, and gives up on a reply that is late by closing the connection
+(the server then drops the blocked call).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+#: What a blocking pop returns when the reply did not come by its end (the connection is dropped).
+LATE = object()
 
 
 def _bulk(value: bytes) -> bytes:
     return b"$%d\r\n%s\r\n" % (len(value), value)
+
+
+def pop_command(key: str, block: float) -> bytes:
+    """``BLPOP key block`` (seconds, fractions allowed since Redis 6), packed."""
+    return b"*3\r\n" + _bulk(b"BLPOP") + _bulk(key.encode()) + _bulk(b"%.6f" % block)
+
+
+def pop_on(connection: Any, command: bytes, until: float | None) -> Any:
+    """Sends a packed ``BLPOP`` and reads its reply, waiting for it until ``until`` at the
+    latest (:func:`time.monotonic`; ``None``: the socket timeout). :data:`LATE` when it had not
+    come by then: the connection must then be dropped."""
+    connection.send_packed_command([command], check_health=False)
+    if until is not None and not connection.can_read(timeout=max(0.0, until - time.monotonic())):
+        return LATE
+    return connection.read_response()
+
+
+async def apop_on(connection: Any, command: bytes, until: float | None) -> Any:
+    """:func:`pop_on` on a ``redis.asyncio`` connection."""
+    await connection.send_packed_command([command], check_health=False)
+    if until is None:
+        return await connection.read_response()
+    try:
+        return await asyncio.wait_for(connection.read_response(), max(0.0, until - time.monotonic()))
+    except asyncio.TimeoutError:
+        return LATE
+
+
+def node_pops(pops: dict[str, Any], node: Any, kind: type[_ScriptConnections], exceptions: Any) -> Any:
+    """The blocking-pop connections (a ``kind``) for a cluster ``node`` (with ``name`` and, for
+    asyncio nodes, ``connection_class`` and ``connection_kwargs``; sync nodes have them on the
+    pool of ``redis_connection``), kept in ``pops`` by node name."""
+    found = pops.get(node.name)
+    if found is None:
+        template = node.redis_connection.connection_pool if hasattr(node, "redis_connection") else node
+        found = pops[node.name] = kind(template, {}, exceptions)
+    return found
 
 
 def _connected(connection: Any) -> bool:
@@ -53,16 +101,20 @@ class _ScriptConnections:
         self._timeout_error = exceptions.TimeoutError
         self._error_reply = exceptions.ResponseError
         self._idle: list[Any] = []
+        # Blocking pops have connections of their own: one dropped at a deadline (see pop) is
+        # connected again when the next pop starts, while the last attempt runs on a warm one.
+        self._blocking: list[Any] = []
 
     def forget(self) -> None:
         """Drops the idle connections without closing them: in a forked child, they are the
         parent's sockets (redis-py closes a connection of another pid without a shutdown)."""
         self._idle = []
+        self._blocking = []
 
-    def _take(self) -> tuple[Any, bool]:
+    def _take(self, idle: list[Any] | None = None) -> tuple[Any, bool]:
         """An idle connection (or a new one), and whether it was connected before."""
         try:
-            connection = self._idle.pop()
+            connection = (self._idle if idle is None else idle).pop()
         except IndexError:
             connection = self._connection_class(**self._connection_kwargs)
         return connection, _connected(connection)
@@ -104,6 +156,32 @@ class DirectScripts(_ScriptConnections):
         self._idle.append(connection)
         return reply
 
+    def pop(self, key: str, block: float, until: float | None) -> bool:
+        """``BLPOP key block`` on a connection of its own: whether an element came. The reply is
+        waited for until ``until`` at the latest (see :func:`pop_on`)."""
+        command = pop_command(key, block)
+        connection, reused = self._take(self._blocking)
+        try:
+            try:
+                reply = pop_on(connection, command, until)
+            except self._timeout_error:
+                raise
+            except self._connection_error:
+                if not reused:
+                    raise
+                reply = pop_on(connection, command, until)
+        except BaseException:
+            connection.disconnect()
+            raise
+        if reply is LATE:
+            # Still blocked on the server: closing the connection ends the call there, so that a
+            # release signal is not taken by a waiter that has given up.
+            connection.disconnect()
+            self._blocking.append(connection)  # the object is kept: building one costs ms
+            return False
+        self._blocking.append(connection)
+        return reply is not None
+
     def _send(self, connection: Any, name: str, parts: list[bytes]) -> Any:
         parts[1] = self._evalsha[name]
         connection.send_packed_command([b"".join(parts)], check_health=False)
@@ -116,7 +194,8 @@ class DirectScripts(_ScriptConnections):
 
     def close(self) -> None:
         """Closes the idle connections; a later call connects again."""
-        idle, self._idle = self._idle, []
+        idle, self._idle = self._idle + self._blocking, []
+        self._blocking = []
         for connection in idle:
             connection.disconnect()
 
@@ -146,6 +225,29 @@ class AsyncDirectScripts(_ScriptConnections):
             raise
         self._idle.append(connection)
         return reply
+
+    async def pop(self, key: str, block: float, until: float | None) -> bool:
+        """:meth:`DirectScripts.pop` on this loop."""
+        command = pop_command(key, block)
+        connection, reused = self._take(self._blocking)
+        try:
+            try:
+                reply = await apop_on(connection, command, until)
+            except self._timeout_error:
+                raise
+            except self._connection_error:
+                if not reused:
+                    raise
+                reply = await apop_on(connection, command, until)
+        except BaseException:
+            await connection.disconnect(nowait=True)
+            raise
+        if reply is LATE:
+            await connection.disconnect(nowait=True)
+            self._blocking.append(connection)
+            return False
+        self._blocking.append(connection)
+        return reply is not None
 
     async def _send(self, connection: Any, name: str, parts: list[bytes]) -> Any:
         parts[1] = self._evalsha[name]

@@ -50,10 +50,11 @@ from locks.backends import (
     HolderInfo,
     LockRequest,
 )
+from locks.deadline import Deadline
 from locks.exceptions import BackendUnavailable, LockLost
 from locks.keys import Key, KeySpec, LockName
 from locks_cache.options import as_bool, as_seconds, as_str, lift_query
-from locks_cache.redis_direct import AsyncDirectScripts, DirectScripts
+from locks_cache.redis_direct import AsyncDirectScripts, DirectScripts, node_pops
 
 #: Fencing counters outlive the lease by this long, so a clock stepping back between two
 #: acquisitions still yields a larger token (see ``ACQUIRE``).
@@ -262,6 +263,14 @@ class _AsyncState:
         self.client = client
         self.scripts = {name: client.register_script(src) for name, src in _SCRIPTS.items()}
         self.direct = None if cluster else AsyncDirectScripts(client.connection_pool, _SCRIPTS, exceptions)
+        self.exceptions = exceptions
+        self.node_pops: dict[str, AsyncDirectScripts] = {}  # cluster: blocking pops per node
+
+    def pops(self, key: str) -> AsyncDirectScripts:
+        """The connections a waiter blocks on for ``key``: on a cluster, those of its node."""
+        if self.direct is not None:
+            return self.direct
+        return node_pops(self.node_pops, self.client.get_node_from_key(key), AsyncDirectScripts, self.exceptions)  # type: ignore[no-any-return]
 
     def run(self, script: str, keys: list[str], args: list[Any]) -> Awaitable[Any]:
         """As :meth:`RedisLockBackend._run`, on this loop."""
@@ -344,6 +353,7 @@ class RedisLockBackend(BaseLockBackend):
         self._client_lock = threading.Lock()
         self._scripts_by_name: dict[str, Any] | None = None
         self._direct: DirectScripts | None = None
+        self._node_pops: dict[str, DirectScripts] = {}  # cluster: blocking pops per node
         if not self.cluster:
             self._client = self._make_client()  # cheap: redis-py connects on first use
             self._direct = DirectScripts(self._client.connection_pool, _SCRIPTS, self._redis.exceptions)
@@ -499,15 +509,13 @@ class RedisLockBackend(BaseLockBackend):
         over, waiters then cost the holder little, while a waiter that blocks on a quiet lock is
         still woken by the release at once.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = Deadline(timeout)
         wake = self.keys_of(request.key).wake
         woken = False
         lost = 0
         while True:
-            remaining = None if deadline is None else deadline - time.monotonic()
-            waiting = remaining is None or remaining > 0
-            register = waiting and not woken
-            result = self._attempt(request, self._wait_ms if register else 0)
+            waiting = not deadline.expired()
+            result = self._attempt(request, self._wait_ms if waiting and not woken else 0)
             if isinstance(result, Hold):
                 return result
             if not waiting:
@@ -515,18 +523,37 @@ class RedisLockBackend(BaseLockBackend):
             if woken:
                 woken = False
                 lost += 1
-                time.sleep(self._backoff(lost, remaining))
+                deadline.sleep(self._backoff(lost))
                 continue
-            block = self._block_for(result, remaining)
+            block = self._block_for(result, deadline.remaining())
             if block >= 0.001:
-                try:
-                    woken = self.client.blpop([wake], timeout=block) is not None
-                except self._errors as exc:
-                    raise self._unavailable(exc, request.name) from exc
+                woken = self._pop(wake, block, deadline, request.name)
+            else:
+                deadline.sleep(block)
 
-    def _backoff(self, lost: int, remaining: float | None) -> float:
-        pause = float(min(self.backoff_max, self.backoff_min * 2 ** min(lost, 16))) * random.uniform(0.5, 1.0)
-        return pause if remaining is None else max(0.0, min(pause, remaining))
+    def _pop(self, wake: str, block: float, deadline: Deadline, name: LockName) -> bool:
+        """Blocks on the wake-up list for ``block`` seconds: whether a release signalled.
+
+        The server's reply may come up to 1/hz late (see :mod:`locks_cache.redis_direct`), so it
+        is waited for no later than the deadline, nor past ``block`` when that is shorter than a
+        slice (the holder's lease ends), nor past a further slice (a frozen server is then
+        detected within the socket timeout)."""
+        until = time.monotonic() + block + (self.wait_slice if block >= self.wait_slice else 0.0)
+        if deadline.at is not None:
+            until = min(until, deadline.at)
+        try:
+            pops = self._direct
+            if pops is None:
+                client = self.client
+                node = client.get_node_from_key(wake)
+                client.get_redis_connection(node)  # the node's pool, whose connections ours copy
+                pops = node_pops(self._node_pops, node, DirectScripts, self._redis.exceptions)
+            return pops.pop(wake, block, until)
+        except self._errors as exc:
+            raise self._unavailable(exc, name) from exc
+
+    def _backoff(self, lost: int) -> float:
+        return float(min(self.backoff_max, self.backoff_min * 2 ** min(lost, 16))) * random.uniform(0.5, 1.0)
 
     def wait_for_release(self, request: LockRequest, timeout: float) -> None:
         if timeout >= 0.001:
@@ -669,9 +696,11 @@ class RedisLockBackend(BaseLockBackend):
         super().after_fork()
         if self._direct is not None:
             self._direct.forget()
+        self._node_pops = {}
         for state in list(self._async.values()):
             if state.direct is not None:
                 state.direct.forget()
+            state.node_pops = {}
 
     # -- asyncio, on the loop ---------------------------------------------------------------
     async def _aattempt(self, request: LockRequest, wait_ms: int) -> Hold | int:
@@ -697,16 +726,13 @@ class RedisLockBackend(BaseLockBackend):
 
     async def aacquire(self, request: LockRequest, timeout: float | None) -> Hold | None:
         """:meth:`acquire` on the event loop (``redis.asyncio``), never in a thread."""
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
+        deadline = Deadline(timeout)
         wake = self.keys_of(request.key).wake
         woken = False
         lost = 0
         while True:
-            remaining = None if deadline is None else deadline - loop.time()
-            waiting = remaining is None or remaining > 0
-            register = waiting and not woken
-            result = await self._aattempt(request, self._wait_ms if register else 0)
+            waiting = not deadline.expired()
+            result = await self._aattempt(request, self._wait_ms if waiting and not woken else 0)
             if isinstance(result, Hold):
                 return result
             if not waiting:
@@ -714,14 +740,23 @@ class RedisLockBackend(BaseLockBackend):
             if woken:
                 woken = False
                 lost += 1
-                await asyncio.sleep(self._backoff(lost, remaining))
+                await asyncio.sleep(deadline.cap(self._backoff(lost)))
                 continue
-            block = self._block_for(result, remaining)
+            block = self._block_for(result, deadline.remaining())
             if block >= 0.001:
-                try:
-                    woken = await self._astate().client.blpop([wake], timeout=block) is not None
-                except self._errors as exc:
-                    raise self._unavailable(exc, request.name) from exc
+                woken = await self._apop(wake, block, deadline, request.name)
+            else:
+                await asyncio.sleep(deadline.cap(block))
+
+    async def _apop(self, wake: str, block: float, deadline: Deadline, name: LockName) -> bool:
+        """:meth:`_pop` on the event loop."""
+        until = time.monotonic() + block + (self.wait_slice if block >= self.wait_slice else 0.0)
+        if deadline.at is not None:
+            until = min(until, deadline.at)
+        try:
+            return await self._astate().pops(wake).pop(wake, block, until)
+        except self._errors as exc:
+            raise self._unavailable(exc, name) from exc
 
     async def arelease(self, hold: Hold) -> None:
         script, keys, args = self._release_args(hold)

@@ -53,10 +53,9 @@ __all__ = ["LockDeadlock", "UserLockBackend"]
 
 #: The longest wait sent to the server in one statement (a wait "forever" repeats it).
 FOREVER_SLICE = 86_400
-#: MySQL waits whole seconds: the last fraction of a timeout is spent polling this often.
+#: MySQL waits whole seconds: the last fraction of a timeout is spent polling this often (the
+#: last pause ends at the deadline, followed by one last attempt).
 MYSQL_POLL = 0.01
-#: How late a MySQL timeout may end, rather than polling its last fraction of a second.
-MYSQL_ROUNDING = 0.05
 #: The longest namespace (``<db>.<KEY_PREFIX>``) kept readable; a longer one is hashed.
 NAMESPACE_MAX = 23
 #: mysqlclient arguments that OPTIONS may pass through (URL query parameters included).
@@ -297,9 +296,9 @@ class UserLockBackend(BaseLockBackend):
             return "0"
         if fractional:
             return f"{min(remaining, limit):.6f}"  # MariaDB waits fractions of a second
-        # MySQL rounds the timeout to whole seconds: wait the whole seconds on the server, poll
-        # the rest (ending at most MYSQL_ROUNDING late rather than polling a whole second).
-        return str(min(int(remaining + MYSQL_ROUNDING), int(limit)))
+        # MySQL rounds the timeout to whole seconds: wait the whole seconds on the server (never
+        # past the deadline), poll the rest.
+        return str(min(int(remaining), int(limit)))
 
     def _acquire(self, request: LockRequest, timeout: float | None, share: bool) -> Hold | None:
         """Wait up to ``timeout`` on the server. ``share``: use (and become) the session holding

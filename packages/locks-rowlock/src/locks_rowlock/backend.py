@@ -37,6 +37,7 @@ from locks.backends import (
     HolderInfo,
     LockRequest,
 )
+from locks.deadline import Deadline
 from locks.exceptions import BackendUnavailable, LockLost
 from locks.keys import Key, KeySpec, LockName
 from locks_rowlock.connections import (
@@ -334,11 +335,11 @@ class RowLockBackend(BaseLockBackend):
         by a release tries at once. On PostgreSQL a busy attempt is itself a read (see
         :class:`~locks_rowlock.dialects.PostgreSQLDialect`).
         """
+        started = time.monotonic()
+        deadline = Deadline(timeout)  # from the call: the first attempt is part of the wait
         hold = self.try_acquire(request)
         if hold is not None or timeout == 0:
             return hold
-        started = time.monotonic()
-        deadline = None if timeout is None else started + timeout
         digest = digest_of(request.key)
         listener = self._listener
         # Subscribe, then look again: a release between the failed try and the wait still wakes us.
@@ -357,27 +358,26 @@ class RowLockBackend(BaseLockBackend):
                     if hold is not None:
                         counted = False
                         return hold
-                now = time.monotonic()
                 if woken:
                     # Another waiter won this release. Under heavy contention every release
                     # wakes every waiter of every process: losers back off before listening
                     # again (a release meanwhile still sets the event), so a herd cannot
                     # starve the holder of CPU and row access.
                     pause = delay * random.uniform(0.5, 1.0)
-                    delay = self.next_poll_delay(delay, now - started)
-                    if deadline is not None:
-                        pause = min(pause, max(0.0, deadline - now))
-                    time.sleep(pause)
-                    now = time.monotonic()
-                if deadline is not None and now >= deadline:
+                    delay = self.next_poll_delay(delay, time.monotonic() - started)
+                    deadline.sleep(pause)
+                    if deadline.expired():
+                        woken = False
+                        continue  # the back-off ran into the deadline: one last look
+                if deadline.expired():
                     return None
                 if listener is not None and listener.ready.is_set():
                     pause = self.notify_poll * random.uniform(0.8, 1.0)
                 else:
                     pause = delay * random.uniform(0.5, 1.0)  # jitter: waiters do not retry in step
-                    delay = self.next_poll_delay(delay, now - started)
-                if deadline is not None:
-                    pause = min(pause, deadline - now)
+                    delay = self.next_poll_delay(delay, time.monotonic() - started)
+                # the last pause ends at the deadline; the attempt after it is the last one
+                pause = deadline.cap(pause)
                 if event is not None:
                     woken = event.wait(pause)
                 else:

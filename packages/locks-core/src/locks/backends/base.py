@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import parse_qsl, urlsplit
 
 from locks.backends.spec import BackendSpec
+from locks.deadline import Deadline
 from locks.exceptions import NotSupported
 from locks.forking import BACKENDS, on_fork_in_child
 from locks.keys import TEXT, Key, KeySpec, LockName, make_key, validate_name
@@ -264,23 +265,23 @@ class BaseLockBackend:
         """Wait up to ``timeout`` seconds (``None``: forever) for the lock.
 
         The default polls :meth:`try_acquire` with exponential backoff and jitter between
-        :attr:`poll_min` and :attr:`poll_max`, sleeping in :meth:`wait_for_release`.
+        :attr:`poll_min` and :attr:`poll_max`, sleeping in :meth:`wait_for_release`. The last
+        pause ends at the deadline and is followed by one last attempt (see :mod:`locks.deadline`).
         """
         started = time.monotonic()
-        deadline = None if timeout is None else started + timeout
+        deadline = Deadline(timeout)
         delay = self.poll_min
         while True:
             hold = self.try_acquire(request)
             if hold is not None:
                 return hold
-            now = time.monotonic()
-            if deadline is not None and now >= deadline:
+            if deadline.expired():
                 return None
-            pause = delay * random.uniform(0.5, 1.0)  # jitter: waiters do not retry in step
-            if deadline is not None:
-                pause = min(pause, deadline - now)
+            # jitter: waiters do not retry in step; the last pause ends at the deadline, and the
+            # attempt after it is the last one
+            pause = deadline.cap(delay * random.uniform(0.5, 1.0))
             self.wait_for_release(request, pause)
-            delay = self.next_poll_delay(delay, now - started)
+            delay = self.next_poll_delay(delay, time.monotonic() - started)
 
     def next_poll_delay(self, delay: float, waited: float) -> float:
         """The pause before the next attempt of the default :meth:`acquire`, given the last one
@@ -368,12 +369,15 @@ class BaseLockBackend:
         """Async :meth:`acquire`. The default waits in a worker thread (:meth:`acquire_in_thread`),
         in slices; when the awaiting task is cancelled, a hold that the thread still obtains is
         released."""
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
+        deadline = Deadline(timeout)
         while True:
-            remaining = None if deadline is None else max(0.0, deadline - loop.time())
-            part = self.async_wait_slice if remaining is None else min(remaining, self.async_wait_slice)
-            work = self.executor().submit(self.acquire_in_thread, request, part)
+            # Each slice ends at a point of the monotonic clock, not after a length counted from
+            # when a worker thread picks it up: the last one ends at the deadline.
+            end = time.monotonic() + self.async_wait_slice
+            last = deadline.at is not None and deadline.at <= end
+            if deadline.at is not None and last:
+                end = deadline.at
+            work = self.executor().submit(self._acquire_until, request, end)
             try:
                 hold = await asyncio.shield(asyncio.wrap_future(work))
             except asyncio.CancelledError:
@@ -383,8 +387,11 @@ class BaseLockBackend:
                 raise
             if hold is not None:
                 return hold
-            if remaining is not None and remaining <= part:
+            if last:
                 return None
+
+    def _acquire_until(self, request: LockRequest, end: float) -> Hold | None:
+        return self.acquire_in_thread(request, max(0.0, end - time.monotonic()))
 
     def acquire_in_thread(self, request: LockRequest, timeout: float) -> Hold | None:
         """One slice of a thread-backed async wait (``timeout`` 0: a single attempt). Backends
