@@ -1,16 +1,23 @@
-"""Backends that break the contract on purpose: the suite must catch each of them."""
+"""Backends that break the contract on purpose: the suite must catch each of them.
+
+They are the in-process reference backend (``memory://``) with one thing broken, so the
+contract's own tests need no server and no backend package besides locks-core."""
 
 from __future__ import annotations
 
 import time
 
 from locks.backends import Hold, LockRequest
+from locks.backends.memory import MemoryLockBackend
 from locks.keys import Key
-from locks_file import FileLockBackend
 
 
-class NoExclusionBackend(FileLockBackend):
+class NoExclusionBackend(MemoryLockBackend):
     """Says yes to everyone: no mutual exclusion at all."""
+
+    #: It excludes nobody, in this process or any other, so the cross-process cases apply to it
+    #: as well (and must fail it).
+    cross_process = True
 
     def try_acquire(self, request: LockRequest) -> Hold | None:
         return Hold(request, data=None, token=1)
@@ -25,7 +32,7 @@ class NoExclusionBackend(FileLockBackend):
         return False
 
 
-class CollidingNamesBackend(FileLockBackend):
+class CollidingNamesBackend(MemoryLockBackend):
     """Maps names with a 16-bit hash, as some libraries do: unrelated names block each other."""
 
     def make_key(self, name: object) -> Key:

@@ -15,8 +15,8 @@ from locks_contract import BackendSpec, ContractTests
 
 class TestBroken(ContractTests):
     @pytest.fixture
-    def backend_spec(self, tmp_path):
-        return BackendSpec("broken_backends.{cls}", location=str(tmp_path / "locks"))
+    def backend_spec(self):
+        return BackendSpec("broken_backends.{cls}", location="memory://broken")
 """
 
 
@@ -38,6 +38,25 @@ def test_a_backend_without_exclusion_fails_the_exclusion_cases(pytester: pytest.
 def test_a_backend_with_colliding_keys_fails_the_name_cases(pytester: pytest.Pytester) -> None:
     result = _run(pytester, "CollidingNamesBackend", "hostile or arbitrary")
     assert result.parseoutcomes().get("failed", 0) >= 1, result.stdout.str()[-3000:]
+
+
+def test_a_single_process_backend_has_the_cross_process_cases_skipped_saying_so(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_memory="""
+        import pytest
+        from locks_contract import BackendSpec, ContractTests
+
+        class TestMemory(ContractTests):
+            @pytest.fixture
+            def backend_spec(self):
+                return BackendSpec("locks.backends.memory.MemoryLockBackend", location="memory://meta")
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        "-q", "-rs", "-p", "no:cacheprovider", "-k", "processes_exclude or sigkill or acquire_returns_true"
+    )
+    result.assert_outcomes(passed=1, skipped=2)
+    result.stdout.fnmatch_lines(["SKIPPED*MemoryLockBackend is single-process (cross_process = False)*"] * 2)
 
 
 def test_unreachable_servers_skip_locally_and_fail_when_required(pytester: pytest.Pytester) -> None:

@@ -1,58 +1,53 @@
-"""A lease backend kept in this process's memory, to test core's own machinery (reentrancy,
-the keeper, signals) in isolation. Every server backend is tested against its real server."""
+"""The in-process backend with knobs that core's own tests turn (reentrancy, the keeper,
+signals), and a stand-in for a server that does not answer. Every server backend is tested
+against its real server."""
 
 from __future__ import annotations
 
-import threading
-import time
-from typing import ClassVar
+import uuid
+from typing import Any
 
-from locks.backends import FENCING, FORCE_RELEASE, TTL, BaseLockBackend, Hold, LockRequest
-from locks.exceptions import LockLost
+from locks.backends import Hold, LockRequest
+from locks.backends.memory import MemoryLockBackend
+from locks.exceptions import BackendUnavailable, LockLost
 from locks.keys import Key, LockName
 
 
-class MemoryLeaseBackend(BaseLockBackend):
-    capabilities = frozenset({TTL, FENCING, FORCE_RELEASE})
-    default_ttl = 30.0
-    _table: ClassVar[dict[Key, tuple[object, float]]] = {}
-    _tokens: ClassVar[dict[Key, int]] = {}
-    _mutex: ClassVar[threading.Lock] = threading.Lock()
-    extend_calls: ClassVar[int] = 0
-    fail_extend: ClassVar[bool] = False
+class CountingMemoryBackend(MemoryLockBackend):
+    """Counts ``extend`` calls and fails them on demand (``fail_extend``). Each instance has a
+    table of its own unless given a ``location``."""
 
-    def try_acquire(self, request: LockRequest) -> Hold | None:
-        with self._mutex:
-            now = time.monotonic()
-            current = self._table.get(request.key)
-            if current is not None and current[1] > now:
-                return None
-            marker = object()
-            self._table[request.key] = (marker, now + (request.ttl or 30.0))
-            token = self._tokens[request.key] = self._tokens.get(request.key, 0) + 1
-            return Hold(request, data=marker, token=token)
-
-    def _owned(self, hold: Hold) -> bool:
-        current = self._table.get(hold.key)
-        return current is not None and current[0] is hold.data and current[1] > time.monotonic()
-
-    def release(self, hold: Hold) -> None:
-        with self._mutex:
-            if not self._owned(hold):
-                raise LockLost("lease expired", hold.name)
-            del self._table[hold.key]
+    def __init__(self, alias: str = "default", location: str | None = None, **kwargs: Any) -> None:
+        super().__init__(alias, location or f"memory://core-tests-{uuid.uuid4().hex}", **kwargs)
+        self.extend_calls = 0
+        self.fail_extend = False
 
     def extend(self, hold: Hold, ttl: float) -> None:
-        with self._mutex:
-            type(self).extend_calls += 1
-            if self.fail_extend or not self._owned(hold):
-                raise LockLost("lease expired", hold.name)
-            self._table[hold.key] = (hold.data, time.monotonic() + ttl)
+        self.extend_calls += 1
+        if self.fail_extend:
+            raise LockLost("the lease could not be renewed (fail_extend)", hold.name)
+        super().extend(hold, ttl)
+
+
+class UnreachableMemoryBackend(MemoryLockBackend):
+    """The memory backend as if its server had gone: every primitive raises
+    :class:`BackendUnavailable` at once. The contract's argument cases use it to prove that bad
+    arguments are refused before any server work."""
+
+    def _down(self) -> BackendUnavailable:
+        return BackendUnavailable(f"memory table {self.table_name!r} is unreachable (a stand-in)")
+
+    def try_acquire(self, request: LockRequest) -> Hold | None:
+        raise self._down()
+
+    def acquire(self, request: LockRequest, timeout: float | None) -> Hold | None:
+        raise self._down()
+
+    def release(self, hold: Hold) -> None:
+        raise self._down()
 
     def is_locked(self, key: Key) -> bool:
-        current = self._table.get(key)
-        return current is not None and current[1] > time.monotonic()
+        raise self._down()
 
     def force_release(self, name: LockName) -> int:
-        with self._mutex:
-            return 1 if self._table.pop(self.make_key(name), None) else 0
+        raise self._down()

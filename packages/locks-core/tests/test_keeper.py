@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from memory_backend import MemoryLeaseBackend
+from memory_backend import CountingMemoryBackend
 
 import locks
 from locks import keeper as keeper_module
@@ -16,24 +16,21 @@ from locks import signals
 
 
 @pytest.fixture
-def backend() -> Iterator[MemoryLeaseBackend]:
-    MemoryLeaseBackend._table.clear()
-    MemoryLeaseBackend.extend_calls = 0
-    MemoryLeaseBackend.fail_extend = False
-    yield MemoryLeaseBackend(alias="memory")
-    MemoryLeaseBackend.fail_extend = False
+def backend() -> Iterator[CountingMemoryBackend]:
+    with CountingMemoryBackend(alias="memory") as backend:
+        yield backend
 
 
-def test_auto_renew_keeps_a_short_lease_alive(backend: MemoryLeaseBackend) -> None:
+def test_auto_renew_keeps_a_short_lease_alive(backend: CountingMemoryBackend) -> None:
     with backend.lock("renewed", ttl=0.3, auto_renew=True) as held:
         time.sleep(1.0)
         assert backend.is_locked(backend.make_key("renewed"))
         assert not held.lost
-    assert MemoryLeaseBackend.extend_calls >= 2
+    assert backend.extend_calls >= 2
     assert not backend.is_locked(backend.make_key("renewed"))
 
 
-def test_one_keeper_thread_serves_every_lock(backend: MemoryLeaseBackend) -> None:
+def test_one_keeper_thread_serves_every_lock(backend: CountingMemoryBackend) -> None:
     handles = [backend.lock(f"many-{i}", ttl=0.5, auto_renew=True) for i in range(20)]
     for handle in handles:
         handle.acquire()
@@ -43,7 +40,7 @@ def test_one_keeper_thread_serves_every_lock(backend: MemoryLeaseBackend) -> Non
     assert len(keepers) == 1
 
 
-def test_a_lease_the_keeper_cannot_renew_is_reported_lost(backend: MemoryLeaseBackend) -> None:
+def test_a_lease_the_keeper_cannot_renew_is_reported_lost(backend: CountingMemoryBackend) -> None:
     lost = threading.Event()
     sent: list[dict[str, object]] = []
 
@@ -54,7 +51,7 @@ def test_a_lease_the_keeper_cannot_renew_is_reported_lost(backend: MemoryLeaseBa
     try:
         handle = backend.lock("doomed", ttl=0.3, auto_renew=True, on_lost=lambda h: lost.set())
         handle.acquire()
-        MemoryLeaseBackend.fail_extend = True
+        backend.fail_extend = True
         assert lost.wait(3)
         assert handle.lost and not handle.owned
         with pytest.raises(locks.LockLost):
@@ -64,18 +61,18 @@ def test_a_lease_the_keeper_cannot_renew_is_reported_lost(backend: MemoryLeaseBa
     assert sent and sent[0]["name"] == "doomed"
 
 
-def test_a_failing_on_lost_callback_does_not_kill_the_keeper(backend: MemoryLeaseBackend) -> None:
+def test_a_failing_on_lost_callback_does_not_kill_the_keeper(backend: CountingMemoryBackend) -> None:
     def explode(handle: object) -> None:
         raise RuntimeError("callback bug")
 
     first = backend.lock("first", ttl=0.2, auto_renew=True, on_lost=explode)
     first.acquire()
-    MemoryLeaseBackend.fail_extend = True
+    backend.fail_extend = True
     deadline = time.monotonic() + 3
     while not first.lost:
         assert time.monotonic() < deadline
         time.sleep(0.02)
-    MemoryLeaseBackend.fail_extend = False
+    backend.fail_extend = False
     with backend.lock("second", ttl=0.3, auto_renew=True):
         time.sleep(0.8)
         assert backend.is_locked(backend.make_key("second"))
@@ -83,25 +80,25 @@ def test_a_failing_on_lost_callback_does_not_kill_the_keeper(backend: MemoryLeas
         first.release()
 
 
-def test_release_returns_only_after_a_renewal_in_flight(backend: MemoryLeaseBackend) -> None:
+def test_release_returns_only_after_a_renewal_in_flight(backend: CountingMemoryBackend) -> None:
     # A renewer that ran after release could re-take the lock: release must wait for it.
     handle = backend.lock("joined", ttl=0.2, auto_renew=True)
     handle.acquire()
     for _ in range(20):
         time.sleep(0.013)
     handle.release()
-    calls = MemoryLeaseBackend.extend_calls
+    calls = backend.extend_calls
     time.sleep(0.5)
-    assert MemoryLeaseBackend.extend_calls == calls
+    assert backend.extend_calls == calls
     assert not backend.is_locked(backend.make_key("joined"))
 
 
-def test_nested_holds_report_lost_on_every_release(backend: MemoryLeaseBackend) -> None:
+def test_nested_holds_report_lost_on_every_release(backend: CountingMemoryBackend) -> None:
     outer = backend.lock("nested-lost", ttl=0.2, auto_renew=True)
     outer.acquire()
     inner = backend.lock("nested-lost")
     inner.acquire()
-    MemoryLeaseBackend.fail_extend = True
+    backend.fail_extend = True
     deadline = time.monotonic() + 3
     while not outer.lost:
         assert time.monotonic() < deadline
@@ -114,7 +111,7 @@ def test_nested_holds_report_lost_on_every_release(backend: MemoryLeaseBackend) 
         outer.release()
 
 
-def test_keeper_and_holds_are_forgotten_in_a_forked_child(backend: MemoryLeaseBackend, tmp_path: object) -> None:
+def test_keeper_and_holds_are_forgotten_in_a_forked_child(backend: CountingMemoryBackend, tmp_path: object) -> None:
     handle = backend.lock("forked", ttl=5, auto_renew=True)
     handle.acquire()
     pid = os.fork()

@@ -1,6 +1,6 @@
 """The registry of holds: when a nested acquisition is trusted, and holders that end.
 
-Run on the in-process lease backend of these tests; every server backend runs the same
+Run on the in-process backend (``memory://``); every server backend runs the same
 scenarios in the contract suite (``AbstractHoldTrustTests``), against a second real process.
 """
 
@@ -11,39 +11,36 @@ import threading
 import time
 
 import pytest
-from memory_backend import MemoryLeaseBackend
+from memory_backend import CountingMemoryBackend
 
 import locks
 from locks import registry
 
 
 @pytest.fixture
-def backend() -> MemoryLeaseBackend:
-    MemoryLeaseBackend._table.clear()
-    MemoryLeaseBackend.extend_calls = 0
-    MemoryLeaseBackend.fail_extend = False
-    return MemoryLeaseBackend(alias="memory")
+def backend() -> CountingMemoryBackend:
+    return CountingMemoryBackend(alias="memory")
 
 
-def test_a_nested_acquisition_well_within_the_lease_asks_nobody(backend: MemoryLeaseBackend) -> None:
+def test_a_nested_acquisition_well_within_the_lease_asks_nobody(backend: CountingMemoryBackend) -> None:
     with backend.lock("fresh", ttl=5, auto_renew=False):
         with backend.lock("fresh", timeout=0):
             pass
-    assert MemoryLeaseBackend.extend_calls == 0
+    assert backend.extend_calls == 0
 
 
-def test_a_nested_acquisition_near_the_end_of_the_lease_renews_it_first(backend: MemoryLeaseBackend) -> None:
+def test_a_nested_acquisition_near_the_end_of_the_lease_renews_it_first(backend: CountingMemoryBackend) -> None:
     ttl = 0.5
     with backend.lock("ending", ttl=ttl, auto_renew=False) as outer:
         time.sleep(ttl - registry.margin(ttl) + 0.05)  # inside the margin, not yet expired
         with backend.lock("ending", timeout=0):
-            assert MemoryLeaseBackend.extend_calls == 1
+            assert backend.extend_calls == 1
         time.sleep(ttl - registry.margin(ttl) + 0.05)  # past the first lease: renewed, still ours
         assert not outer.lost
 
 
 def test_a_nested_acquisition_past_the_lease_raises_lock_lost_and_forgets_the_hold(
-    backend: MemoryLeaseBackend,
+    backend: CountingMemoryBackend,
 ) -> None:
     outer = backend.lock("expired", ttl=0.2, auto_renew=False)
     assert outer.acquire(timeout=0)
@@ -58,7 +55,7 @@ def test_a_nested_acquisition_past_the_lease_raises_lock_lost_and_forgets_the_ho
         outer.release()
 
 
-def test_holders_are_thread_objects_and_an_ended_thread_gives_its_holds_back(backend: MemoryLeaseBackend) -> None:
+def test_holders_are_thread_objects_and_an_ended_thread_gives_its_holds_back(backend: CountingMemoryBackend) -> None:
     lost = threading.Event()
 
     def take() -> None:
@@ -74,7 +71,7 @@ def test_holders_are_thread_objects_and_an_ended_thread_gives_its_holds_back(bac
     assert not backend.is_locked(backend.make_key("left"))
 
 
-def test_an_ended_task_gives_its_holds_back(backend: MemoryLeaseBackend) -> None:
+def test_an_ended_task_gives_its_holds_back(backend: CountingMemoryBackend) -> None:
     async def main() -> None:
         async def take() -> None:
             assert await backend.alock("task-left", ttl=30).acquire(timeout=0)
@@ -90,7 +87,7 @@ def test_an_ended_task_gives_its_holds_back(backend: MemoryLeaseBackend) -> None
     assert not backend.holds
 
 
-def test_the_default_lease_is_renewed_and_an_explicit_ttl_is_not(backend: MemoryLeaseBackend) -> None:
+def test_the_default_lease_is_renewed_and_an_explicit_ttl_is_not(backend: CountingMemoryBackend) -> None:
     default = backend.lock("default-lease")
     explicit = backend.lock("explicit-lease", ttl=5)
     with default, explicit:
@@ -100,7 +97,7 @@ def test_the_default_lease_is_renewed_and_an_explicit_ttl_is_not(backend: Memory
 
 
 def test_on_lost_without_any_means_to_notice_is_refused() -> None:
-    class Blind(MemoryLeaseBackend):
+    class Blind(CountingMemoryBackend):
         capabilities = frozenset()  # neither leases nor a watchdog
 
     with pytest.raises(locks.NotSupported):

@@ -16,7 +16,7 @@ raises ``NotSupported``. See the "contract suite" page of the documentation.
 """
 
 from locks.backends.spec import BackendSpec
-from locks_contract.base import ContractBase, requires
+from locks_contract.base import ContractBase, across_processes, requires
 from locks_contract.history import Interval, assert_exclusive, overlaps
 from locks_contract.plugin import server_unreachable, servers_required
 from locks_contract.suite.aio import AbstractAsyncTests
@@ -91,6 +91,7 @@ __all__ = [
     "ContractBase",
     "ContractTests",
     "Interval",
+    "across_processes",
     "assert_exclusive",
     "overlaps",
     "requires",

@@ -27,6 +27,11 @@ def requires(capability: str) -> pytest.MarkDecorator:
     return pytest.mark.requires_capability(capability)
 
 
+#: Marks a case that takes the lock in another process: skipped, saying so, for a backend whose
+#: class sets ``cross_process = False`` (its locks live in one process, as ``memory://`` does).
+across_processes = pytest.mark.cross_process
+
+
 class ContractBase:
     """Fixtures shared by every mixin of the suite."""
 
@@ -55,6 +60,12 @@ class ContractBase:
     # -- scenario -----------------------------------------------------------------------------
     @pytest.fixture(autouse=True)
     def _capability_gate(self, request: pytest.FixtureRequest, backend_spec: BackendSpec) -> None:
+        if request.node.get_closest_marker("cross_process") is not None:
+            cls = _backend_class(backend_spec)
+            if not getattr(cls, "cross_process", True):
+                pytest.skip(
+                    f"{cls.__name__} is single-process (cross_process = False): another process cannot see its locks"
+                )
         marker = request.node.get_closest_marker("requires_capability")
         if marker is None:
             return

@@ -5,6 +5,8 @@
 * ``@requires(capability)`` marks a case; a backend that does not declare the capability gets it
   skipped with the capability as the reason (and ``test_capability_*`` checks that asking for it
   raises ``NotSupported``).
+* ``@across_processes`` marks a case that takes the lock in another process; a backend whose class
+  sets ``cross_process = False`` gets it skipped, saying so.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "requires_capability(name): the case needs a backend capability")
+    config.addinivalue_line("markers", "cross_process: the case takes the lock in another process")
     if config.getoption("--locks-require-servers", default=False):
         os.environ[REQUIRE_SERVERS_ENV] = "1"
 

@@ -8,14 +8,15 @@ LOCKS = {
 ```
 
 Without a ``LOCKS`` setting (or outside a configured Django project), the ``default`` alias is the
-file backend when ``locks-file`` is installed.
+backend that handles ``file://`` URLs (locks-file's, when it is installed), with its own default
+location. Core names no backend package: it finds that backend through the ``locks.url_schemes``
+entry points, as :func:`connect` does.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from importlib import import_module
 from importlib.metadata import entry_points
 from typing import Any
 from urllib.parse import urlsplit
@@ -27,30 +28,37 @@ from django.utils.module_loading import import_string
 from locks.backends.base import BaseLockBackend
 
 DEFAULT_ALIAS = "default"
-FILE_BACKEND = "locks_file.FileLockBackend"
+#: Without a ``LOCKS`` setting, the default alias is the backend registered for this URL scheme.
+DEFAULT_SCHEME = "file"
 URL_SCHEMES_GROUP = "locks.url_schemes"
 SETTING_KEYS = frozenset({"BACKEND", "LOCATION", "OPTIONS"})
 
 
-def _file_backend_installed() -> bool:
+def default_locks() -> dict[str, Any]:
+    """The ``LOCKS`` of a project that sets none: the ``default`` alias on the backend registered
+    for :data:`DEFAULT_SCHEME` URLs, at that backend's default ``LOCATION``.
+
+    Raises:
+        ImproperlyConfigured: no installed package handles those URLs, or its backend does not load.
+    """
     try:
-        import_module("locks_file")
-    except ImportError:
-        return False
-    return True
+        cls = backend_class_for_scheme(DEFAULT_SCHEME)
+    except (ValueError, TypeError) as exc:
+        raise ImproperlyConfigured(
+            f"No LOCKS setting, and no installed lock backend handles {DEFAULT_SCHEME}:// URLs to default to: "
+            "set LOCKS, or `pip install locks-file` (OS file locks, no server). "
+            "For one process only, LOCKS = {'default': {'BACKEND': 'locks.backends.memory.MemoryLockBackend'}}."
+        ) from exc
+    return {DEFAULT_ALIAS: {"BACKEND": f"{cls.__module__}.{cls.__qualname__}"}}
 
 
 def configured_locks() -> dict[str, Any]:
-    """The ``LOCKS`` setting, or the default when there is none."""
+    """The ``LOCKS`` setting, or :func:`default_locks` when there is none."""
     from django.conf import settings
 
     value = getattr(settings, "LOCKS", None) if settings.configured else None
     if value is None:
-        if not _file_backend_installed():
-            raise ImproperlyConfigured(
-                "No LOCKS setting and locks-file is not installed: set LOCKS or `pip install locks-file`."
-            )
-        return {DEFAULT_ALIAS: {"BACKEND": FILE_BACKEND}}
+        return default_locks()
     if not isinstance(value, Mapping):
         raise ImproperlyConfigured(f"LOCKS must be a dict of aliases, not {type(value).__name__}")
     return dict(value)
@@ -158,8 +166,9 @@ def backend_class_for_scheme(scheme: str) -> type[BaseLockBackend]:
 def connect(url: str, *, alias: str = "url", **options: Any) -> BaseLockBackend:
     """Build a backend from a URL, outside any Django settings.
 
-    ``file:///var/lock/app``, ``postgresql://…``, ``mysql://…``, ``redis://…``, ``memcached://…``:
-    the scheme picks the installed backend; query parameters and ``options`` become its OPTIONS.
+    ``file:///var/lock/app``, ``postgresql://…``, ``mysql://…``, ``redis://…``, ``memcached://…``,
+    ``memory://`` (in this process only): the scheme picks the installed backend; query parameters
+    and ``options`` become its OPTIONS.
     """
     if not isinstance(url, str):
         raise TypeError(f"url must be a str, not {type(url).__name__}")

@@ -1,4 +1,4 @@
-"""The demo: worker processes contend for one lock on the file backend (no server needed).
+"""The demo: workers contend for one lock and prove that mutual exclusion held (no server needed).
 
 ``hatch run demo`` (or ``python -m locks.demo``). Each worker takes the lock ``demo:ledger``
 again and again; under it, it reads a counter file, works for a moment and writes the counter back
@@ -6,6 +6,10 @@ plus one, the read-modify-write that loses updates without a lock. Then the demo
 worker's acquisitions, the wait-time percentiles, and the proof that mutual exclusion held: no two
 critical sections overlapped, the counter equals the number of acquisitions, and fencing tokens
 grew with every acquisition.
+
+The workers are processes on the file backend (``file://``) when one is installed (locks-file);
+otherwise they are threads of one process on the in-process backend (``memory://``), and the demo
+says so.
 """
 
 from __future__ import annotations
@@ -13,10 +17,12 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import queue
 import random
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -24,12 +30,10 @@ from typing import Any
 LOCK_NAME = "demo:ledger"
 
 
-def _worker(
-    index: int, location: str, counter_path: str, start_at: float, seconds: float, progress: Any, out: Any
-) -> None:
+def _worker(url: str, index: int, counter_path: str, start_at: float, seconds: float, progress: Any, out: Any) -> None:
     import locks
 
-    backend = locks.connect(f"file://{location}")
+    backend = locks.connect(url)
     lock = backend.lock(LOCK_NAME)
     rng = random.Random(index)
     waits: list[float] = []
@@ -64,32 +68,78 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[max(0, min(len(ordered) - 1, round(q * (len(ordered) - 1))))]
 
 
+def file_backend_available() -> bool:
+    """Whether an installed package handles ``file://`` URLs (locks-file does)."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    from locks.config import backend_class_for_scheme
+
+    try:
+        backend_class_for_scheme("file")
+    except (ValueError, TypeError, ImproperlyConfigured):
+        return False
+    return True
+
+
+class _ThreadWorker(threading.Thread):
+    """A worker thread that reports like a worker process (``exitcode``), for the memory backend."""
+
+    def __init__(self, target: Any, args: tuple[Any, ...]) -> None:
+        super().__init__(target=self._run_target, args=(target, *args), daemon=True)
+        self.failed = False
+
+    def _run_target(self, target: Any, *args: Any) -> None:
+        try:
+            target(*args)
+        except BaseException:
+            self.failed = True
+            raise
+
+    @property
+    def exitcode(self) -> int | None:
+        if self.is_alive() or self.ident is None:
+            return None
+        return 1 if self.failed else 0
+
+    def kill(self) -> None:
+        """Threads cannot be killed: a daemon thread ends with the process."""
+
+
 def run(workers: int = 4, seconds: float = 5.0, stream: Any = None) -> bool:
     """Run the demo; True when mutual exclusion held."""
     out_stream = stream or sys.stdout
-    try:
-        import locks_file  # noqa: F401
-    except ImportError:
-        print("the demo needs the file backend: pip install locks-file", file=sys.stderr)
-        return False
-    ctx = multiprocessing.get_context("spawn")
+    in_processes = file_backend_available()
     workdir = tempfile.mkdtemp(prefix="locks-demo-")
-    location = os.path.join(workdir, "locks")
     counter_path = os.path.join(workdir, "counter")
     with open(counter_path, "w") as counter:
         counter.write("0")
-    progress = ctx.Array("q", workers, lock=False)  # each worker writes only its own slot
-    out = ctx.Queue()
-    start_at = time.time() + 1.0 + 0.3 * workers
+    start_at = time.time() + (1.0 + 0.3 * workers if in_processes else 0.2)
+    procs: list[Any]
+    if in_processes:
+        location = os.path.join(workdir, "locks")
+        url = f"file://{location}"
+        ctx = multiprocessing.get_context("spawn")
+        progress: Any = ctx.Array("q", workers, lock=False)  # each worker writes only its own slot
+        out: Any = ctx.Queue()
+        procs = [
+            ctx.Process(target=_worker, args=(url, i, counter_path, start_at, seconds, progress, out))
+            for i in range(workers)
+        ]
+        where = f"{workers} worker processes take the lock {LOCK_NAME!r} on the file backend ({location})"
+    else:
+        url = "memory://demo"
+        progress, out = [0] * workers, queue.Queue()
+        procs = [
+            _ThreadWorker(_worker, (url, i, counter_path, start_at, seconds, progress, out)) for i in range(workers)
+        ]
+        where = (
+            f"locks-file is not installed: {workers} worker threads of this one process take the lock "
+            f"{LOCK_NAME!r} on the in-process backend ({url})"
+        )
     print(
-        f"{workers} worker processes take the lock {LOCK_NAME!r} on the file backend ({location}) "
-        f"for {seconds:g} s; under it each one does a read-modify-write of a counter file.",
+        f"{where} for {seconds:g} s; under it each one does a read-modify-write of a counter file.",
         file=out_stream,
     )
-    procs = [
-        ctx.Process(target=_worker, args=(i, location, counter_path, start_at, seconds, progress, out))
-        for i in range(workers)
-    ]
     try:
         for proc in procs:
             proc.start()
@@ -102,7 +152,7 @@ def run(workers: int = 4, seconds: float = 5.0, stream: Any = None) -> bool:
     with open(counter_path) as counter:
         final_count = int(counter.read() or 0)
     shutil.rmtree(workdir, ignore_errors=True)
-    return _report(results, final_count, seconds, out_stream)
+    return _report(results, final_count, seconds, out_stream, "threads" if not in_processes else "processes")
 
 
 def _show_progress(
@@ -140,6 +190,7 @@ def _report(
     final_count: int,
     seconds: float,
     stream: Any,
+    workers_are: str = "processes",
 ) -> bool:
     all_waits = [w for waits, _ in results.values() for w in waits]
     sections = sorted(s for _, secs in results.values() for s in secs)
@@ -168,7 +219,7 @@ def _report(
     held = overlaps == 0 and final_count == total and increasing
     verdict = "mutual exclusion held" if held else "MUTUAL EXCLUSION BROKEN"
     print(
-        f"\n{verdict}: {total} critical sections in {len(results)} processes, {overlaps} overlapping; "
+        f"\n{verdict}: {total} critical sections in {len(results)} {workers_are}, {overlaps} overlapping; "
         f"counter {final_count} for {total} increments ({total - final_count} lost updates); "
         f"fencing tokens {'strictly increasing' if increasing else 'NOT increasing'}.",
         file=stream,
@@ -182,7 +233,9 @@ def _ms(seconds: float) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m locks.demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workers", type=int, default=4, help="worker processes (default 4)")
+    parser.add_argument(
+        "--workers", type=int, default=4, help="worker processes, or threads without locks-file (default 4)"
+    )
     parser.add_argument("--seconds", type=float, default=5.0, help="how long they contend (default 5)")
     args = parser.parse_args(argv)
     if args.workers < 2 or not 0 < args.seconds <= 3600:

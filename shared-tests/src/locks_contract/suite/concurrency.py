@@ -15,7 +15,7 @@ from locks import LockError
 from locks.backends.base import FENCING, SESSION_BOUND, TTL, BaseLockBackend
 from locks.backends.spec import BackendSpec
 from locks_contract import workers
-from locks_contract.base import ContractBase
+from locks_contract.base import ContractBase, across_processes
 from locks_contract.history import Interval, assert_exclusive
 from locks_contract.suite.basic import _held_elsewhere
 
@@ -29,6 +29,7 @@ class AbstractExclusionTests(ContractBase):
     threads: int = 6
     iterations_per_thread: int = 20
 
+    @across_processes
     def test_processes_exclude_each_other_under_load(
         self, backend_spec: BackendSpec, backend: BaseLockBackend, lock_name: str, tmp_path: Path
     ) -> None:
@@ -203,6 +204,7 @@ class AbstractReentrancyTests(ContractBase):
 
 
 class AbstractCrashTests(ContractBase):
+    @across_processes
     def test_holder_killed_with_sigkill_gives_the_lock_back(
         self, backend_spec: BackendSpec, backend: BaseLockBackend, lock_name: str
     ) -> None:

@@ -32,7 +32,7 @@ from locks.backends.base import FORCE_RELEASE, TTL, WATCHDOG, BaseLockBackend
 from locks.backends.spec import BackendSpec
 from locks.keeper import RENEW_FRACTION
 from locks_contract import workers
-from locks_contract.base import ContractBase, requires
+from locks_contract.base import ContractBase, across_processes, requires
 from locks_contract.suite.basic import _held_elsewhere
 
 _spawn = multiprocessing.get_context("spawn")
@@ -70,6 +70,7 @@ class AbstractHoldTrustTests(ContractBase):
     other_process_wait: float = 30.0
 
     # -- a nested acquisition never trusts a lease that ran out -------------------------------
+    @across_processes
     @requires(TTL)
     def test_nested_acquisition_after_the_lease_ran_out_asks_the_server(
         self, backend_spec: BackendSpec, backend: BaseLockBackend, lock_name: str
@@ -85,6 +86,7 @@ class AbstractHoldTrustTests(ContractBase):
             with pytest.raises(LockLost):
                 outer.release()
 
+    @across_processes
     @requires(TTL)
     def test_async_nested_acquisition_after_the_lease_ran_out_asks_the_server(
         self, backend_spec: BackendSpec, backend: BaseLockBackend, lock_name: str
@@ -115,6 +117,7 @@ class AbstractHoldTrustTests(ContractBase):
             assert outer.owned and _held_elsewhere(other_backend, lock_name)
 
     # -- a holder that ends gives its holds back; nobody inherits them ---------------------
+    @across_processes
     def test_a_thread_that_ends_holding_a_lock_gives_it_back_and_a_new_thread_inherits_nothing(
         self, backend_spec: BackendSpec, backend: BaseLockBackend, lock_name: str
     ) -> None:
@@ -144,6 +147,7 @@ class AbstractHoldTrustTests(ContractBase):
             second.join()
             assert answers == [False], f"a new thread (idents {idents}) was granted another process's lock"
 
+    @across_processes
     def test_a_task_that_ends_holding_a_lock_gives_it_back_and_a_new_task_inherits_nothing(
         self, backend_spec: BackendSpec, backend: BaseLockBackend, lock_name: str
     ) -> None:
@@ -249,6 +253,7 @@ class AbstractHoldTrustTests(ContractBase):
         with spec.build(alias="short-default") as backend, spec.build(alias="other") as other:
             asyncio.run(main(backend, other))
 
+    @across_processes
     @requires(TTL)
     def test_a_killed_holder_of_a_default_lease_frees_the_lock_within_that_lease(
         self, backend_spec: BackendSpec, backend: BaseLockBackend, lock_name: str
