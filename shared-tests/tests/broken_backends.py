@@ -41,7 +41,7 @@ class CollidingNamesBackend(MemoryLockBackend):
         return f"k{zlib.crc32(str(name).encode('utf-8', 'surrogatepass')) & 0xF}"
 
 
-class LateWaitsBackend(FileLockBackend):
+class LateWaitsBackend(MemoryLockBackend):
     """Gives up on time only to a server's coarse clock: every bounded wait ends 30 ms late."""
 
     def acquire(self, request: LockRequest, timeout: float | None) -> Hold | None:
@@ -51,7 +51,7 @@ class LateWaitsBackend(FileLockBackend):
         return hold
 
 
-class EarlyWaitsBackend(FileLockBackend):
+class EarlyWaitsBackend(MemoryLockBackend):
     """Gives up 5 ms before the deadline."""
 
     def acquire(self, request: LockRequest, timeout: float | None) -> Hold | None:

@@ -9,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import ClassVar
 
 import pytest
-from memory_backend import MemoryLeaseBackend
 
+from locks.backends.memory import MemoryLockBackend
 from locks.deadline import MARGIN, Deadline
 from locks_contract import AbstractDeadlineTests, BackendSpec
 
@@ -43,10 +43,10 @@ def test_the_contract_margin_is_the_documented_one() -> None:
 class TestMemoryBackendDeadlines(AbstractDeadlineTests):
     @pytest.fixture
     def backend_spec(self) -> BackendSpec:
-        return BackendSpec("memory_backend.MemoryLeaseBackend")
+        return BackendSpec("locks.backends.memory.MemoryLockBackend", location="memory://deadline-contract")
 
 
-class _BusyWorkers(MemoryLeaseBackend):
+class _BusyWorkers(MemoryLockBackend):
     """Async waits run on one worker thread that the test keeps busy for a while."""
 
     pool: ClassVar[ThreadPoolExecutor | None] = None
@@ -59,7 +59,7 @@ class _BusyWorkers(MemoryLeaseBackend):
 
 
 def test_a_thread_backed_async_wait_ends_at_its_deadline_when_the_worker_starts_late() -> None:
-    holder, waiter = _BusyWorkers(), _BusyWorkers()
+    holder, waiter = _BusyWorkers(location="memory://busy"), _BusyWorkers(location="memory://busy")
     name = f"late-worker-{time.monotonic_ns()}"
     with holder.lock(name, timeout=0):
 
@@ -75,7 +75,7 @@ def test_a_thread_backed_async_wait_ends_at_its_deadline_when_the_worker_starts_
 
 
 def test_a_thread_backed_async_wait_longer_than_a_slice_ends_on_time() -> None:
-    holder, waiter = MemoryLeaseBackend(), MemoryLeaseBackend()
+    holder, waiter = MemoryLockBackend(location="memory://sliced"), MemoryLockBackend(location="memory://sliced")
     waiter.async_wait_slice = 0.03  # type: ignore[misc]
     name = f"sliced-{time.monotonic_ns()}"
     with holder.lock(name, timeout=0):

@@ -62,7 +62,7 @@ class ContractBase:
     def _capability_gate(self, request: pytest.FixtureRequest, backend_spec: BackendSpec) -> None:
         if request.node.get_closest_marker("cross_process") is not None:
             cls = _backend_class(backend_spec)
-            if not getattr(cls, "cross_process", True):
+            if not cls.cross_process:
                 pytest.skip(
                     f"{cls.__name__} is single-process (cross_process = False): another process cannot see its locks"
                 )

@@ -198,6 +198,9 @@ class BaseLockBackend:
     #: Lease length for backends with ``ttl``, when a lock gives none; such leases are renewed
     #: in the background unless the lock says ``auto_renew=False`` (see :data:`DEFAULT_LEASE`).
     default_ttl: float | None = DEFAULT_LEASE
+    #: Whether other processes see this backend's locks (``False`` for an in-process table: the
+    #: contract then skips its cross-process cases, saying why).
+    cross_process: ClassVar[bool] = True
     #: How often the keeper checks a held lock when ``watchdog`` is on (seconds).
     watchdog_interval: ClassVar[float] = 2.0
     #: Polling bounds of the default :meth:`acquire` (seconds).
