@@ -124,6 +124,10 @@ def loop_sessions(factory: ConnectionFactory, max_shared: int, max_waits: int) -
     loop = asyncio.get_running_loop()
     state: LoopSessions | None = factory.loops.get(loop)
     if state is None:
+        for other, sessions in list(factory.loops.items()):
+            if other.is_closed():  # a finished asyncio.run(): its sessions can serve no one
+                sessions.close_idle()
+                factory.loops.pop(other, None)
         state = factory.loops[loop] = LoopSessions(max_shared, max_waits)
     return state
 
