@@ -485,11 +485,11 @@ class TestDroppedBackends:
             with backend.lock(f"{app}-x", timeout=5):
                 pass
 
-            async def main() -> None:
+            async def main(backend: AdvisoryLockBackend) -> None:
                 async with backend.alock(f"{app}-y", timeout=5):
                     pass
 
-            asyncio.run(main())
+            asyncio.run(main(backend))
             assert sessions(app) >= 1
             assert sys.getrefcount(backend) == 2  # this name and the call's argument: no cycle
             ref = weakref.ref(backend)
@@ -526,7 +526,9 @@ class TestDjangoTestRunner:
                 SECRET_KEY = "x"
                 INSTALLED_APPS = ["locks", "locks_pg", "project_app"]
                 DATABASES = {{"default": database_settings(TEST={{"NAME": {test_db!r}}})}}
-                LOCKS = {{"default": {{"BACKEND": "locks_pg.AdvisoryLockBackend", "OPTIONS": {{"database": "default"}}}}}}
+                LOCKS = {{
+                    "default": {{"BACKEND": "locks_pg.AdvisoryLockBackend", "OPTIONS": {{"database": "default"}}}}
+                }}
                 USE_TZ = True
                 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
                 """

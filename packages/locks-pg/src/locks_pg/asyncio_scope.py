@@ -106,15 +106,20 @@ class LoopSessions:
             return
         empty = [c for c in self.shared if not c.holds]
         if len(empty) > 1 and conn in self.shared:
-            self.shared.remove(conn)
-            conn.finish()
+            self.retire(conn)
+
+    def retire(self, conn: AsyncPgConnection) -> None:
+        """Close a holding session that holds nothing. A task about to use it finds it marked
+        (``can_take`` is false) and chooses another."""
+        conn.dead = "closed while holding nothing"
+        self.shared.remove(conn)
+        conn.finish()
 
     def close_idle(self) -> bool:
         """Close the sessions that hold nothing; whether nothing is left (from any thread)."""
         for conn in list(self.shared):
             if not conn.holds and not conn.alock.locked():
-                self.shared.remove(conn)
-                conn.finish()
+                self.retire(conn)
         while self.spare:
             self.spare.pop().finish()
         return not self.shared and not self.groups

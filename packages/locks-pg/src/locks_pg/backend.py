@@ -27,7 +27,7 @@ import re
 import threading
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from django.core.exceptions import ImproperlyConfigured
@@ -318,7 +318,7 @@ class AdvisoryLockBackend(SessionScope, AsyncScope, TransactionScope, Administra
         if count == 0:
             return self.application_name
         oldest = holds[next(iter(holds))].name if holds else adding
-        label = self._label(oldest)
+        label = self._label(cast(LockName, oldest))
         if count == 1:
             return label or f"{self.application_name}[1]"
         counted = f"{self.application_name}[{count}]"
