@@ -23,8 +23,11 @@ other retrying waiter may win. Under steady contention with blocking waiters an 
 may wait until its timeout. The gain: an event loop needs at most ``ASYNC_SESSIONS +
 ASYNC_WAITS`` sessions, whatever the number of tasks that hold or wait.
 
-A task cancelled during a statement never cuts it off (that would break the session for every
-hold on it): the statement completes, and a lock it obtained is released at once.
+A task cancelled during a statement never breaks the session for the other holds on it: psycopg
+cancels the statement on the server and waits for it, and the key is then unlocked in case the
+statement took it (statements that an unlock could confuse with another task's shared hold of
+the same key run shielded in a task of their own, and a lock they got for a cancelled task is
+released at once).
 """
 
 from __future__ import annotations
@@ -44,6 +47,9 @@ from locks_pg.session_scope import milliseconds
 
 if TYPE_CHECKING:
     from locks.keys import LockName
+
+#: What a direct attempt answers when the key is already held on the session it chose.
+_STACKED: Any = object()
 
 #: The longest a waiter sleeps between retries while a wait on the server runs for it (a safety
 #: net: the wait wakes it as soon as the lock is free).
@@ -162,12 +168,16 @@ class AsyncScope:
         group_key = (cast(int, request.key), request.shared)
         delay = self.poll_min
         while True:
-            attempt = loop.create_task(self._atry(state, request))
-            try:
-                conn, token = await asyncio.shield(attempt)
-            except asyncio.CancelledError:
-                attempt.add_done_callback(functools.partial(self._undo, state, request))
-                raise
+            conn, token = await self._atry(state, request, True)
+            if token is _STACKED:
+                # Another task holds the key shared on that session: an interrupted statement
+                # could not be told from theirs, so this one runs in a task of its own.
+                attempt = loop.create_task(self._atry(state, request, False))
+                try:
+                    conn, token = await asyncio.shield(attempt)
+                except asyncio.CancelledError:
+                    attempt.add_done_callback(functools.partial(self._undo, state, request))
+                    raise
             if token is not None:
                 assert conn is not None
                 return Hold(request, data=conn, token=token if self.fencing else None)
@@ -201,7 +211,7 @@ class AsyncScope:
             return
         conn, token = attempt.result()
         if token is not None and conn is not None:
-            state.spawn(self._aunlock(state, conn, cast(int, request.key), request.shared, request.name))
+            state.spawn(self._aunlock(state, conn, cast(int, request.key), request.shared, request.name, False))
 
     async def _apick(self, state: LoopSessions, key: int, shared: bool) -> AsyncPgConnection | None:
         """A holding session on which ``key`` may be requested (opening one if there are fewer
@@ -236,8 +246,16 @@ class AsyncScope:
         state.shared.append(conn)
         return conn
 
-    async def _atry(self, state: LoopSessions, request: LockRequest) -> tuple[AsyncPgConnection | None, Any]:
-        """One ``pg_try_advisory_lock`` on a holding session: (session, token or ``None``)."""
+    async def _atry(
+        self, state: LoopSessions, request: LockRequest, direct: bool
+    ) -> tuple[AsyncPgConnection | None, Any]:
+        """One ``pg_try_advisory_lock`` on a holding session: (session, token or ``None``).
+
+        ``direct``: in the calling task. Cancelled mid-statement, psycopg cancels it on the
+        server and waits for it; whether it got the lock is then unknown, so the key is unlocked
+        (the session did not hold it: the answer is false otherwise). On a session that holds
+        the key already (shared, for another task) the unlock could take theirs: the attempt
+        is handed back (``_STACKED``) to run shielded in a task."""
         key = cast(int, request.key)
         retried = False
         while True:
@@ -247,6 +265,8 @@ class AsyncScope:
             async with conn.alock:
                 if not conn.can_take(key, request.shared, stack=True):
                     continue  # taken on it meanwhile by another task: choose again
+                if direct and key in conn.holds:
+                    return conn, _STACKED
                 try:
                     if not self._fence_ready:
                         await self._aensure_fencing(conn)
@@ -257,6 +277,12 @@ class AsyncScope:
                         params.append(label)
                     sql, token_at = self._acquire_sql(request.shared, False, False, set_label)
                     row = await conn.execute(sql, params)
+                except pg_errors.QueryCanceled as exc:
+                    if direct:
+                        await self._areconcile(state, conn, key, request.shared)
+                    else:
+                        state.drop(conn, "a statement was cancelled")
+                    raise LockError(f"taking {request.name!r} was cancelled on the server", request.name) from exc
                 except psycopg.OperationalError as exc:
                     state.drop(conn, f"the session ended: {_first_line(exc)}")
                     if retried:
@@ -270,7 +296,10 @@ class AsyncScope:
                         f"PostgreSQL refused to lock {request.name!r}: {_first_line(exc)}", request.name
                     ) from exc
                 except BaseException:
-                    state.drop(conn, "interrupted")  # the loop is shutting down
+                    if direct:
+                        await self._areconcile(state, conn, key, request.shared)
+                    else:
+                        state.drop(conn, "interrupted")  # the loop is shutting down
                     raise
                 token = row[token_at]
                 if token is None:
@@ -322,16 +351,44 @@ class AsyncScope:
                 else:
                     state.spare.append(conn)
 
+    async def _areconcile(self, state: LoopSessions, conn: AsyncPgConnection, key: int, shared: bool) -> None:
+        """After a statement on ``conn`` was cancelled: unlock ``key`` (which ``conn`` held at
+        most once, by this task) in case the statement took it or left it; a session that
+        cannot say is ended (its holds are then reported lost)."""
+        conn.label = None  # unknown now: set again by the next statement
+        try:
+            if conn.broken or conn.raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                raise psycopg.OperationalError("the session is in an unknown state")
+            label = self.session_label(conn, None)
+            params: list[Any] = [Int8(key)]
+            if label is not None:
+                params.append(label)
+            await conn.execute(self._release_sql(shared, label is not None), params)
+            conn.label = label
+        except Exception:  # noqa: BLE001 - not sure what the session holds: end it
+            state.drop(conn, "interrupted")
+        except BaseException:
+            state.drop(conn, "interrupted")
+            raise
+
     async def _session_arelease(self, hold: Hold) -> None:
         conn = hold.data
         assert isinstance(conn, AsyncPgConnection)
         state = loop_sessions(self._factory, self.async_sessions, self.async_waits)
-        # Shielded: a cancelled task never cuts off the unlock (the session is shared).
-        unlock = self._aunlock(state, conn, cast(int, hold.key), hold.request.shared, hold.name)
-        await asyncio.shield(state.spawn(unlock))
+        key = cast(int, hold.key)
+        held = conn.holds.get(key)
+        if held is not None and held.count > 1:
+            # Shielded: a cancelled unlock could not be told from another task's hold of the key.
+            await asyncio.shield(state.spawn(self._aunlock(state, conn, key, hold.request.shared, hold.name, False)))
+        else:
+            await self._aunlock(state, conn, key, hold.request.shared, hold.name, True)
 
-    async def _aunlock(self, state: LoopSessions, conn: AsyncPgConnection, key: int, shared: bool, name: Any) -> None:
+    async def _aunlock(
+        self, state: LoopSessions, conn: AsyncPgConnection, key: int, shared: bool, name: Any, direct: bool
+    ) -> None:
         async with conn.alock:
+            held = conn.holds.get(key)
+            alone = held is None or held.count == 1
             conn.remove(key)
             if conn.dead is not None:
                 raise LockLost(f"the session holding {name!r} ended: {conn.dead}", name)
@@ -341,14 +398,24 @@ class AsyncScope:
             if set_label:
                 params.append(label)
             try:
-                row = await conn.execute(self._release_sql(shared, set_label), params)
+                try:
+                    row = await conn.execute(self._release_sql(shared, set_label), params)
+                except pg_errors.QueryCanceled:
+                    if not alone:
+                        raise
+                    # cancelled before or after the unlock: unlock again, it is released either way
+                    await conn.execute(self._release_sql(shared, set_label), params)
+                    row = (True,)
             except psycopg.OperationalError as exc:
                 state.drop(conn, f"connection lost or terminated: {_first_line(exc)}")
                 raise LockLost(
                     f"the session holding {name!r} ended (connection lost or terminated): {_first_line(exc)}", name
                 ) from exc
             except BaseException:
-                state.drop(conn, "interrupted during a release")
+                if direct and alone:
+                    await self._areconcile(state, conn, key, shared)  # unlocked either way
+                else:
+                    state.drop(conn, "interrupted during a release")
                 raise
             if set_label:
                 conn.label = label

@@ -145,24 +145,36 @@ class SessionScope:
         return token
 
     def _session_acquire(self, request: LockRequest, timeout: float | None) -> Hold | None:
-        """One statement on this thread's session: ``pg_try_advisory_lock`` when ``timeout`` is
-        0, else a wait on the server (which is also one round trip when the lock is free). A
-        session found dead (server restarted, session terminated) is replaced once."""
+        """One statement on this thread's session when the lock is free: ``pg_try_advisory_lock``
+        (also first when ``timeout`` is a bound), or a wait on the server (``timeout=None``,
+        and a bounded one once the try found the lock busy). A session found dead (server
+        restarted, session terminated) is replaced once."""
         conn, fresh = self._session_for(cast(int, request.key))
         wait = timeout != 0
         deadline = time.monotonic() + timeout if timeout else 0.0
+        # A bounded wait tries first: a free lock then costs no lock_timeout setting.
+        first_try = timeout is not None and timeout > 0
         while True:
             try:
                 with conn.mutex:
                     if not self._fence_ready:
                         self._ensure_fencing(conn)
                     try:
-                        result = self._attempt(conn, request, wait, timeout)
+                        result = self._attempt(conn, request, wait and not first_try, timeout)
+                    except pg_errors.QueryCanceled:
+                        self._reconcile(conn, request)  # granted just before the cancel, maybe
+                        raise
                     except psycopg.Error:
                         raise
                     except BaseException:
                         self._interrupted(conn, request)
                         raise
+                if result is None and first_try:
+                    first_try = False
+                    left = deadline - time.monotonic()
+                    if left > 0.001:
+                        timeout = left
+                        continue
                 break
             except pg_errors.LockNotAvailable:
                 # lock_timeout: the failed statement took nothing with it. A timeout beyond
@@ -216,6 +228,12 @@ class SessionScope:
         if not conn.holds or conn.broken:
             self._session_died(conn, "interrupted")
             return
+        self._reconcile(conn, request)
+
+    def _reconcile(self, conn: PgConnection, request: LockRequest) -> None:
+        """Unlock the key of an attempt whose outcome is unknown (the session did not hold it
+        before: the unlock says false if the attempt took nothing); a session that cannot say
+        is ended."""
         conn.label = None  # unknown now: set again by the next statement
         try:
             if conn.raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
@@ -252,7 +270,12 @@ class SessionScope:
             if set_label:
                 params.append(label)
             try:
-                row = conn.execute(self._release_sql(hold.request.shared, set_label), params)
+                try:
+                    row = conn.execute(self._release_sql(hold.request.shared, set_label), params)
+                except pg_errors.QueryCanceled:
+                    # cancelled before or after the unlock: unlock again, it is released either way
+                    conn.execute(self._release_sql(hold.request.shared, set_label), params)
+                    row = (True,)
             except psycopg.OperationalError as exc:
                 self._session_died(conn, f"connection lost or terminated: {_first_line(exc)}")
                 raise LockLost(
