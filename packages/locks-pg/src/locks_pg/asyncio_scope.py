@@ -9,7 +9,7 @@ session, as long as no statement on it blocks. Per event loop:
   A key is never requested on a session that holds it already (PostgreSQL would grant its own
   re-request): a key held here exclusively is busy for the other tasks without asking.
 * **waiting sessions** (at most ``ASYNC_WAITS``, default 4): a task that finds the lock busy
-  waits in PostgreSQL's own queue, on a session of its own, with
+  waits in PostgreSQL's own queue, on a waiting session, with
   ``pg_advisory_lock(k), pg_advisory_unlock(k)`` in one statement: it returns as soon as the
   lock is free (woken by the release itself, whoever releases it), and keeps nothing. The task
   then takes the lock with ``pg_try_advisory_lock`` on a holding session; if someone was faster,
