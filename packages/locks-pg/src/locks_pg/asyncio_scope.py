@@ -108,11 +108,16 @@ class LoopSessions:
 
     def tidy(self, conn: AsyncPgConnection) -> None:
         """Keep one holding session that holds nothing; close the others."""
-        if conn.holds or conn.alock.locked():
+        if conn.holds:
             return
-        empty = [c for c in self.shared if not c.holds]
-        if len(empty) > 1 and conn in self.shared:
-            self.retire(conn)
+        kept = False
+        for other in list(self.shared):
+            if other.holds:
+                continue
+            if not kept:
+                kept = True  # the first empty one stays for the next acquisition
+            elif not other.alock.locked():
+                self.retire(other)
 
     def retire(self, conn: AsyncPgConnection) -> None:
         """Close a holding session that holds nothing. A task about to use it finds it marked
@@ -317,6 +322,8 @@ class AsyncScope:
         conn: AsyncPgConnection | None = None
         try:
             async with state.slots:
+                if not group.deadlines:
+                    return  # its waiters left (or got the lock) while it waited for a slot
                 group.started = True
                 conn = state.spare.pop() if state.spare else None
                 if conn is None or conn.broken:
