@@ -475,6 +475,42 @@ class TestLostSessions:
 
         asyncio.run(main())
 
+    def test_tasks_cancelled_anywhere_leave_no_lock_behind(self, backend: AdvisoryLockBackend, app: str) -> None:
+        import random
+
+        rng = random.Random(7)
+        used: list[int] = []
+
+        async def one() -> None:
+            handle = backend.alock(f"{app}-{rng.randrange(8)}", shared=rng.random() < 0.3, timeout=2, on_busy="skip")
+            async with handle as held:
+                if held:
+                    used.append(1)
+                    await asyncio.sleep(rng.random() * 0.002)
+
+        async def worker() -> None:
+            for _ in range(40):
+                task = asyncio.create_task(one())
+                await asyncio.sleep(rng.random() * 0.004)
+                if rng.random() < 0.4:
+                    task.cancel()  # while waiting, taking, holding or releasing
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+        async def main() -> None:
+            await asyncio.gather(*(worker() for _ in range(50)))
+            await asyncio.sleep(0.3)  # unlocks handed to the loop by cancelled releases
+
+        asyncio.run(main())
+        assert used
+        left = admin(
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+            "WHERE l.locktype = 'advisory' AND (a.application_name = %s OR a.application_name LIKE %s)",
+            (app, app + "%"),
+        )
+        assert left == [(0,)]
+        assert set(labels(app)) <= {app}
+
 
 class TestDroppedBackends:
     def test_a_dropped_backend_is_freed_at_once_and_closes_its_sessions(self, app: str) -> None:

@@ -393,7 +393,13 @@ class AsyncScope:
     async def _aunlock(
         self, state: LoopSessions, conn: AsyncPgConnection, key: int, shared: bool, name: Any, direct: bool
     ) -> None:
-        async with conn.alock:
+        try:
+            await conn.alock.acquire()
+        except asyncio.CancelledError:
+            # cancelled before its turn on the session: the unlock still has to happen
+            state.spawn(self._aunlock(state, conn, key, shared, name, False))
+            raise
+        try:
             held = conn.holds.get(key)
             alone = held is None or held.count == 1
             conn.remove(key)
@@ -426,6 +432,8 @@ class AsyncScope:
                 raise
             if set_label:
                 conn.label = label
+        finally:
+            conn.alock.release()
         state.tidy(conn)
         if not row[0]:
             raise LockLost(f"the session no longer held {name!r} at release", name)
