@@ -254,9 +254,9 @@ class TestRoundTrips:
     def test_waits_longer_than_lock_timeouts_range_go_on_in_parts(
         self, backend: AdvisoryLockBackend, other: AdvisoryLockBackend, name: str, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        import locks_pg.backend
+        import locks_pg.session_scope
 
-        monkeypatch.setattr(locks_pg.backend, "_MAX_LOCK_TIMEOUT_MS", 100)
+        monkeypatch.setattr(locks_pg.session_scope, "_MAX_LOCK_TIMEOUT_MS", 100)
         with other.lock(name, timeout=5):
             started = time.monotonic()
             assert backend.lock(name).acquire(timeout=0.5) is False
@@ -273,17 +273,38 @@ class TestRoundTrips:
 
 class TestConnectionSafety:
     def test_idle_connections_kept_for_reuse_hold_no_lock(self, backend: AdvisoryLockBackend, name: str) -> None:
-        with backend.lock(name + "-a", timeout=5), backend.lock(name + "-b", shared=True, timeout=5):
-            pass
-        pids = [conn.pid for conn in backend._factory._idle]
-        assert len(pids) >= 2
-        assert not admin("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND pid = ANY(%s)", (pids,))
+        both = threading.Barrier(2)
 
-    def test_each_hold_has_its_own_session(self, backend: AdvisoryLockBackend, name: str) -> None:
+        def hold(suffix: str, shared: bool) -> None:
+            with backend.lock(name + suffix, shared=shared, timeout=5), backend.lock(name + suffix + "-2", timeout=5):
+                both.wait(5)  # two threads hold at once: two sessions
+
+        threads = [threading.Thread(target=hold, args=("-a", False)), threading.Thread(target=hold, args=("-b", True))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+        pids = [conn.pid for conn in backend._factory._idle]
+        assert len(pids) == 2
+        assert not admin("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND pid = ANY(%s)", (pids,))
+        labels = admin("SELECT application_name FROM pg_stat_activity WHERE pid = ANY(%s)", (pids,))
+        assert labels == [("locks",), ("locks",)]  # an idle session names no lock
+
+    def test_a_threads_holds_share_its_session(self, backend: AdvisoryLockBackend, name: str) -> None:
         with backend.lock(name + "-a", timeout=5):
-            with backend.lock(name + "-b", timeout=5):
+            with backend.lock(name + "-b", timeout=5), backend.lock(name + "-c", shared=True, timeout=5):
                 pids = {c.pid for c in _held_connections(backend)}
-                assert len(pids) == 2
+                assert len(pids) == 1
+                other_thread: list[int] = []
+
+                def elsewhere() -> None:
+                    with backend.lock(name + "-d", timeout=5):
+                        other_thread.extend(advisory_pids(backend.make_key(name + "-d")))
+
+                thread = threading.Thread(target=elsewhere)
+                thread.start()
+                thread.join(10)
+                assert len(other_thread) == 1 and other_thread[0] not in pids  # a session per thread
 
     def test_the_lock_is_never_on_djangos_connection(self, name: str) -> None:
         backend = AdvisoryLockBackend(options={"database": "default"})

@@ -3,32 +3,35 @@
 Two scopes (``OPTIONS['SCOPE']``):
 
 * ``"session"`` (default): each hold is a session advisory lock on a connection the backend
-  owns (see :mod:`locks_pg.connection`). Uncontended acquire is one round trip
+  owns (see :mod:`locks_pg.connection`). A thread's holds share its one session
+  (:mod:`locks_pg.session_scope`), an event loop's tasks share a few
+  (:mod:`locks_pg.asyncio_scope`): sessions scale with the threads and loops that hold or wait,
+  not with the number of locks held. Uncontended acquire is one round trip
   (``pg_try_advisory_lock``), release one (``pg_advisory_unlock``, whose answer is checked);
-  waiting happens on the server (``pg_advisory_lock`` under a statement-local ``lock_timeout``),
+  threads wait on the server (``pg_advisory_lock`` under a statement-local ``lock_timeout``),
   so a waiter is woken by the release itself, without polling. The fencing token (``FENCING``)
   comes from a sequence in the same statement: no extra round trip.
 * ``"transaction"``: ``pg_advisory_xact_lock`` in the caller's open Django transaction
-  (``OPTIONS['database']``), released by PostgreSQL at commit or rollback. It works behind
-  pgbouncer in transaction pooling mode, where session locks cannot.
+  (``OPTIONS['database']``), released by PostgreSQL at commit or rollback
+  (:mod:`locks_pg.transaction_scope`). It works behind pgbouncer in transaction pooling mode,
+  where session locks cannot.
+
+The session's ``application_name`` says what it holds, and only that: set in the statement that
+takes a lock, reset in the one that releases it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import math
 import re
-import time
+import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import psycopg
 from django.core.exceptions import ImproperlyConfigured
 from psycopg import errors as pg_errors
-from psycopg.types.numeric import Int8
 
 from locks.backends import (
     ASYNC_NATIVE,
@@ -42,13 +45,14 @@ from locks.backends import (
     BackendSpec,
     BaseLockBackend,
     Hold,
-    HolderInfo,
     LockRequest,
 )
-from locks.exceptions import BackendUnavailable, LockError, LockLost
 from locks.keys import Key, KeySpec, LockName
-from locks_pg.connection import AsyncPgConnection, ConnectionFactory, PgConnection, PoolerDetected, _first_line
-from locks_pg.keys import KEY_SQL
+from locks_pg.admin import Administration
+from locks_pg.asyncio_scope import AsyncScope
+from locks_pg.connection import AsyncPgConnection, ConnectionFactory, PgConnection, PoolerDetected
+from locks_pg.session_scope import SessionScope
+from locks_pg.transaction_scope import TransactionRequired, TransactionScope
 
 __all__ = ["AdvisoryLockBackend", "PoolerDetected", "TransactionRequired"]
 
@@ -71,32 +75,10 @@ _OUR_OPTIONS = frozenset(
         "keepalive",
         "keys",
         "labels",
+        "async_sessions",
+        "async_waits",
     }
 )
-_THIS_DATABASE = "l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-
-
-class TransactionRequired(LockError):
-    """A transaction-scoped lock was asked for outside a transaction (autocommit)."""
-
-
-class _TransactionMarker:
-    """Registered with ``transaction.on_commit`` when a transaction-scoped lock is taken. Django
-    drops it when that transaction commits or rolls back, and when a savepoint the lock was taken
-    in rolls back: exactly when PostgreSQL releases the lock. Running it does nothing."""
-
-    __slots__ = ()
-
-    def __call__(self) -> None:
-        pass
-
-
-@dataclass(frozen=True)
-class _XactHold:
-    """Where a transaction-scoped lock lives: the Django connection and its marker."""
-
-    alias: str
-    marker: _TransactionMarker
 
 
 def _as_bool(value: Any, option: str) -> bool:
@@ -117,7 +99,7 @@ def _as_number(value: Any, option: str, cast: type, minimum: float) -> Any:
     return number
 
 
-class AdvisoryLockBackend(BaseLockBackend):
+class AdvisoryLockBackend(SessionScope, AsyncScope, TransactionScope, Administration, BaseLockBackend):
     """PostgreSQL advisory locks (psycopg 3).
 
     ``LOCATION``: a ``postgresql://`` URL or libpq conninfo; or ``OPTIONS['database']``: a Django
@@ -132,8 +114,11 @@ class AdvisoryLockBackend(BaseLockBackend):
     * ``POOLER``: ``"session"`` to allow a pooler that pins each client to one server session
       (pgbouncer in session mode); any other pooler is refused for session locks;
     * ``MAX_IDLE`` (8): idle connections kept for reuse; ``CONNECT_TIMEOUT`` (5 s);
-      ``APPLICATION_NAME`` (``"locks"``): a holding session is named ``<it>:<lock name>``, so
-      ``pg_stat_activity`` and :meth:`holders` show lock names; ``KEEPALIVE`` (10 s): TCP
+      ``ASYNC_SESSIONS`` (4) and ``ASYNC_WAITS`` (4): the most holding and waiting sessions of
+      one event loop (see :mod:`locks_pg.asyncio_scope`);
+      ``APPLICATION_NAME`` (``"locks"``): a session holding one lock is named
+      ``<it>:<lock name>``, one holding ``n`` locks ``<it>[n]:<the oldest one's name>``, one holding
+      nothing ``<it>``, so ``pg_stat_activity`` and :meth:`holders` show lock names; ``KEEPALIVE`` (10 s): TCP
       keepalive idle time on both ends, so a dead holder's locks are freed soon; ``LABELS``
       (``True``): ``False`` keeps lock names out of ``application_name`` (other database users can
       read it), at the price of nameless listings;
@@ -213,8 +198,11 @@ class AdvisoryLockBackend(BaseLockBackend):
             allow_pooler=pooler == "session",
             keepalive=_as_number(ours.get("keepalive", 10), "KEEPALIVE", int, 1),
         )
+        self.async_sessions = _as_number(ours.get("async_sessions", 4), "ASYNC_SESSIONS", int, 1)
+        self.async_waits = _as_number(ours.get("async_waits", 4), "ASYNC_WAITS", int, 1)
+        self._threads = threading.local()  # each thread's sessions: see locks_pg.session_scope
         self._fence_ready = not self.fencing
-        self._sql_cache: dict[tuple[bool, bool, bool, bool], str] = {}
+        self._sql_cache: dict[tuple[Any, ...], tuple[str, int]] = {}
         self._labels: dict[LockName, str | None] = {}
         nextval = f"nextval('{self.sequence}')" if self.fencing else "0"
         self._nextval = nextval
@@ -251,37 +239,62 @@ class AdvisoryLockBackend(BaseLockBackend):
         return super().make_key(name)
 
     # -- statements ---------------------------------------------------------------------------
-    def _acquire_sql(self, shared: bool, wait: bool, timed: bool, label: bool) -> str:
-        """The one statement of an acquisition: optionally name the session, bound the wait,
-        take the lock, then (only once held: CASE and argument order) draw a fencing token.
-        Parameters, in order: the label, the timeout (ms), the key."""
+    def _acquire_sql(self, shared: bool, wait: bool, timed: bool, label: bool) -> tuple[str, int]:
+        """The one statement of an acquisition, and the column of its token: optionally bound
+        the wait, take the lock, then (only once held: CASE and column order) draw a fencing
+        token and name the session. Parameters, in order: the timeout (ms), the key, the label.
+        Try-once gives a NULL token when the lock is busy."""
         cache_key = (shared, wait, timed, label)
-        sql = self._sql_cache.get(cache_key)
-        if sql is None:
-            function = ("pg_advisory_lock" if wait else "pg_try_advisory_lock") + ("_shared" if shared else "")
+        cached = self._sql_cache.get(cache_key)
+        if cached is not None:
+            return cached
+        function = ("pg_advisory_lock" if wait else "pg_try_advisory_lock") + ("_shared" if shared else "")
+        name_it = "set_config('application_name', %s, false)"
+        if wait:
             columns = []
-            if label:
-                columns.append("set_config('application_name', %s, false)")
             if timed:
                 # statement-local: ends with this (autocommit) statement, whatever happens
                 columns.append("set_config('lock_timeout', %s, true)")
-            if wait:
-                columns += [f"{function}(%s)", self._nextval]
-            else:
-                columns.append(f"CASE WHEN {function}(%s) THEN {self._nextval} END")
-            sql = self._sql_cache[cache_key] = "SELECT " + ", ".join(columns)
-        return sql
+            columns += [f"{function}(%s)", self._nextval]
+            if label:
+                columns.append(name_it)
+            sql, token_at = "SELECT " + ", ".join(columns), 2 if timed else 1
+        elif label:
+            # a CTE with a volatile function runs once, before the columns that depend on it
+            sql = (
+                f"WITH s AS (SELECT {function}(%s) AS got) "
+                f"SELECT CASE WHEN s.got THEN {self._nextval} END, CASE WHEN s.got THEN {name_it} END FROM s"
+            )
+            token_at = 0
+        else:
+            sql, token_at = f"SELECT CASE WHEN {function}(%s) THEN {self._nextval} END", 0
+        cached = self._sql_cache[cache_key] = (sql, token_at)
+        return cached
+
+    @staticmethod
+    def _release_sql(shared: bool, label: bool) -> str:
+        """Unlock (the answer says whether the session held it), then rename the session after
+        what it still holds. Parameters: the key, the label."""
+        unlock = "pg_advisory_unlock_shared(%s)" if shared else "pg_advisory_unlock(%s)"
+        return f"SELECT {unlock}, set_config('application_name', %s, false)" if label else f"SELECT {unlock}"
+
+    @staticmethod
+    def _probe_sql(shared: bool, timed: bool) -> str:
+        """Wait in the server's queue until the lock is free, and let go of it at once."""
+        mode = "_shared" if shared else ""
+        timeout = "set_config('lock_timeout', %s, true), " if timed else ""
+        return f"SELECT {timeout}pg_advisory_lock{mode}(%s), pg_advisory_unlock{mode}(%s)"
 
     def _label(self, name: LockName) -> str | None:
-        """The holding session's application_name: ``<APPLICATION_NAME>:<name>`` when that is
-        printable ASCII within PostgreSQL's 63 bytes, else None (the name stays unknown)."""
+        """``<APPLICATION_NAME>:<name>`` when that is printable ASCII within PostgreSQL's 63
+        bytes, else None (the name stays unknown)."""
         labels = self._labels
         try:
             return labels[name]
         except KeyError:
             pass
         label: str | None = None
-        if self.labels and not isinstance(name, int):
+        if not isinstance(name, int):
             label = f"{self.application_name}:{name}"
             if len(label) > _LABEL_MAX or not (label.isascii() and label.isprintable()):
                 label = None
@@ -290,7 +303,29 @@ class AdvisoryLockBackend(BaseLockBackend):
         labels[name] = label
         return label
 
-    # -- session scope ------------------------------------------------------------------------
+    def session_label(self, conn: PgConnection | AsyncPgConnection, adding: LockName | None) -> str | None:
+        """The ``application_name`` for what ``conn`` holds (plus ``adding``, about to be taken):
+        ``locks`` when nothing, ``locks:<name>`` for one lock, ``locks[<n>]:<oldest name>`` for
+        ``n`` locks (``locks[<n>]`` when that name cannot be shown). None with ``LABELS=False``.
+
+        The longest-held lock is the one named: it is the likeliest to be what others wait for,
+        and a loop of short inner locks then changes only the count."""
+        if not self.labels:
+            return None
+        holds = conn.holds
+        count = len(holds) + (adding is not None)
+        if count == 0:
+            return self.application_name
+        oldest = holds[next(iter(holds))].name if holds else adding
+        label = self._label(cast(LockName, oldest))
+        if count == 1:
+            return label or f"{self.application_name}[1]"
+        counted = f"{self.application_name}[{count}]"
+        if label is not None and len(label) + len(counted) - len(self.application_name) <= _LABEL_MAX:
+            return counted + label[len(self.application_name) :]
+        return counted
+
+    # -- fencing ------------------------------------------------------------------------------
     def _ensure_fencing(self, conn: PgConnection) -> None:
         """Create the token sequence once if it is missing (the migration may have made it)."""
         if self._fence_ready:
@@ -302,83 +337,27 @@ class AdvisoryLockBackend(BaseLockBackend):
             except (pg_errors.UniqueViolation, pg_errors.DuplicateTable):
                 pass  # created by another client at the same moment
             except pg_errors.InsufficientPrivilege as exc:
-                raise ImproperlyConfigured(
-                    f"the fencing sequence {self.sequence} does not exist and this role cannot create it: "
-                    "run the locks_pg migration, or set OPTIONS['FENCING'] = False"
-                ) from exc
+                raise self._no_sequence() from exc
         self._fence_ready = True
 
-    def _attempt(self, conn: PgConnection, request: LockRequest, wait: bool, timeout: float | None) -> Any:
-        label = self._label(request.name)
-        set_label = label is not None and label != conn.label
-        timed = wait and timeout is not None
-        params: list[Any] = []
-        if set_label:
-            params.append(label)
-        if timed:
-            assert timeout is not None
-            params.append(_milliseconds(timeout))
-        params.append(Int8(cast(int, request.key)))
-        row = conn.execute(self._acquire_sql(request.shared, wait, timed, set_label), params)
-        if set_label:
-            conn.label = label
-        return row[-1]
-
-    def _session_acquire(self, request: LockRequest, timeout: float | None) -> Hold | None:
-        """One statement on an owned connection: ``pg_try_advisory_lock`` when ``timeout`` is 0,
-        else a wait on the server (which is also one round trip when the lock is free). An idle
-        connection found dead (server restarted, session terminated) is replaced once."""
-        factory = self._factory
-        conn = factory.idle()
-        fresh = conn is None
-        if conn is None:
-            conn = factory.connect()
-        if conn.behind_pooler and not factory.allow_pooler:
-            factory.put(conn)  # fine for queries, not for holding a session lock
-            factory.check_session_safe(conn)
-        wait = timeout != 0
-        deadline = time.monotonic() + timeout if timeout else 0.0
-        while True:
+    async def _aensure_fencing(self, conn: AsyncPgConnection) -> None:
+        row = await conn.execute("SELECT to_regclass(%s) IS NOT NULL", (self.sequence,))
+        if not row[0]:
             try:
-                if not self._fence_ready:
-                    self._ensure_fencing(conn)
-                result = self._attempt(conn, request, wait, timeout)
-                break
-            except pg_errors.LockNotAvailable:
-                # lock_timeout: the failed statement took nothing with it. A timeout beyond
-                # lock_timeout's range (24.8 days) is waited in parts.
-                left = deadline - time.monotonic() if timeout else 0.0
-                if left > 0.001:
-                    timeout = left
-                    continue
-                factory.put(conn)
-                return None
-            except pg_errors.QueryCanceled as exc:
-                factory.put(conn)
-                raise LockError(f"waiting for {request.name!r} was cancelled on the server", request.name) from exc
-            except psycopg.OperationalError as exc:
-                conn.close()
-                if fresh:
-                    raise BackendUnavailable(f"PostgreSQL connection failed: {_first_line(exc)}") from exc
-                conn, fresh = factory.connect(), True
-                if conn.behind_pooler and not factory.allow_pooler:
-                    factory.put(conn)
-                    factory.check_session_safe(conn)
-                if timeout:
-                    timeout = max(0.001, deadline - time.monotonic())
-            except psycopg.Error as exc:  # out of shared memory for locks, privileges...
-                conn.close()
-                raise LockError(
-                    f"PostgreSQL refused to lock {request.name!r}: {_first_line(exc)}", request.name
-                ) from exc
-            except BaseException:
-                conn.close()  # interrupted mid-statement: the session may hold the lock, end it
-                raise
-        if not wait and result is None:
-            factory.put(conn)
-            return None
-        return Hold(request, data=conn, token=result if self.fencing else None)
+                await conn.command(f"CREATE SEQUENCE IF NOT EXISTS {self.sequence} AS bigint")
+            except (pg_errors.UniqueViolation, pg_errors.DuplicateTable):
+                pass
+            except pg_errors.InsufficientPrivilege as exc:
+                raise self._no_sequence() from exc
+        self._fence_ready = True
 
+    def _no_sequence(self) -> ImproperlyConfigured:
+        return ImproperlyConfigured(
+            f"the fencing sequence {self.sequence} does not exist and this role cannot create it: "
+            "run the locks_pg migration, or set OPTIONS['FENCING'] = False"
+        )
+
+    # -- the primitives -----------------------------------------------------------------------
     def try_acquire(self, request: LockRequest) -> Hold | None:
         if self.scope == TRANSACTION:
             return self._xact_try(request)
@@ -393,388 +372,40 @@ class AdvisoryLockBackend(BaseLockBackend):
         if self.scope == TRANSACTION:
             self._xact_release(hold)
             return
-        conn: PgConnection = hold.data
-        if isinstance(conn, AsyncPgConnection):
-            conn.finish()  # an asyncio hold released from a thread: end its session
-            return
-        sql = "SELECT pg_advisory_unlock_shared(%s)" if hold.request.shared else "SELECT pg_advisory_unlock(%s)"
-        try:
-            row = conn.execute(sql, (Int8(cast(int, hold.key)),))
-        except psycopg.OperationalError as exc:
-            conn.close()
-            raise LockLost(
-                f"the session holding {hold.name!r} ended (connection lost or terminated): {_first_line(exc)}",
-                hold.name,
-            ) from exc
-        except BaseException:
-            conn.close()  # ending the session releases the lock
-            raise
-        if not row[0]:
-            conn.close()
-            raise LockLost(f"the session no longer held {hold.name!r} at release", hold.name)
-        self._factory.put(conn)
+        SessionScope.release(self, hold)
 
     def check(self, hold: Hold) -> bool:
-        """A session lock is held as long as its session lives (only this hold ever unlocks on
-        it): one ``SELECT 1`` on the holding connection tells."""
         if self.scope == TRANSACTION:
             return True
-        conn: PgConnection = hold.data
-        if isinstance(conn, AsyncPgConnection):
-            # its connection belongs to an event loop: ask from another session instead
-            row = self._run(
-                "SELECT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.objsubid = 1 "
-                f"AND l.granted AND l.pid = %s AND {KEY_SQL} = %s)",
-                (conn.pid, Int8(cast(int, hold.key))),
-            )
-            return bool(row[0])
-        try:
-            conn.execute("SELECT 1")
-        except psycopg.OperationalError:
-            return False
-        return True
+        return SessionScope.check(self, hold)
 
-    # -- transaction scope --------------------------------------------------------------------
-    def _django_connection(self, name: LockName) -> Any:
-        from django.db import connections
-
-        assert self.database is not None
-        connection = connections[self.database]
-        if not connection.in_atomic_block:
-            raise TransactionRequired(
-                f"{name!r} is a transaction-scoped advisory lock: take it inside transaction.atomic("
-                f"using={self.database!r}) (it is released when that transaction ends)",
-                name,
-            )
-        if connection.needs_rollback:
-            raise TransactionRequired(f"the transaction of {name!r} is marked for rollback: no lock taken", name)
-        return connection
-
-    def _xact_row(self, cursor: Any, sql: str, params: list[Any]) -> Any:
-        cursor.execute(sql, params)
-        return cursor.fetchone()
-
-    def _xact_try(self, request: LockRequest) -> Hold | None:
-        connection = self._django_connection(request.name)
-        function = "pg_try_advisory_xact_lock_shared" if request.shared else "pg_try_advisory_xact_lock"
-        self._xact_ensure_fencing(connection)
-        with connection.cursor() as cursor:
-            row = self._xact_row(
-                cursor, f"SELECT CASE WHEN {function}(%s::bigint) THEN {self._nextval} END", [request.key]
-            )
-        if row[0] is None:
-            return None
-        return Hold(request, data=self._xact_mark(), token=row[0] if self.fencing else None)
-
-    def _xact_acquire(self, request: LockRequest, timeout: float | None) -> Hold | None:
-        hold = self._xact_try(request)
-        if hold is not None or timeout == 0:
-            return hold
-        from django.db import DatabaseError, transaction
-
-        connection = self._django_connection(request.name)
-        function = "pg_advisory_xact_lock_shared" if request.shared else "pg_advisory_xact_lock"
-        wait = "0" if timeout is None else _milliseconds(timeout)
-        try:
-            # A lock_timeout error aborts the transaction it happens in: wait in a savepoint,
-            # so the caller's transaction carries on, and put lock_timeout back as it was.
-            with transaction.atomic(using=self.database), connection.cursor() as cursor:
-                previous = self._xact_row(
-                    cursor, "SELECT current_setting('lock_timeout'), set_config('lock_timeout', %s, true)", [wait]
-                )[0]
-                row = self._xact_row(
-                    cursor,
-                    f"SELECT {function}(%s::bigint), {self._nextval}, set_config('lock_timeout', %s, true)",
-                    [request.key, previous],
-                )
-        except DatabaseError as exc:
-            state = _sqlstate(exc)
-            if state == "55P03":
-                return None
-            if state == "40P01":
-                raise LockError(f"deadlock detected waiting for {request.name!r}", request.name) from exc
-            raise
-        return Hold(request, data=self._xact_mark(), token=row[1] if self.fencing else None)
-
-    def _xact_mark(self) -> _XactHold:
-        """Tie a new hold to the current transaction (see :class:`_TransactionMarker`)."""
-        from django.db import transaction
-
-        marker = _TransactionMarker()
-        transaction.on_commit(marker, using=self.database)
-        return _XactHold(self.database or "", marker)
-
-    def reentry_lost(self, hold: Hold) -> str | None:
-        # A transaction-scoped lock taken again in this thread after its transaction ended:
-        # PostgreSQL released it at commit or rollback, so take it again in the new transaction.
-        data = hold.data
-        if isinstance(data, _XactHold) and not self._xact_alive(data):
-            return "its transaction ended (PostgreSQL released it at commit or rollback)"
-        return None
-
-    def _xact_alive(self, state: _XactHold) -> bool:
-        """Whether the transaction (and savepoint) that took the lock is still open: no query."""
-        from django.db import connections
-
-        connection = connections[state.alias]
-        if connection.connection is None or not connection.in_atomic_block:
-            return False
-        return any(len(hook) > 1 and hook[1] is state.marker for hook in connection.run_on_commit)
-
-    def _xact_release(self, hold: Hold) -> None:
-        """A transaction-scoped lock cannot be released early: while its transaction is open this
-        leaves it to PostgreSQL (it ends at commit or rollback); after that, it is reported lost,
-        since the work between the transaction's end and this release was not under the lock."""
-        if not self._xact_alive(hold.data):
-            raise LockLost(
-                f"{hold.name!r} was a transaction-scoped lock: it ended with its transaction, before release()",
-                hold.name,
-            )
-
-    def _xact_ensure_fencing(self, connection: Any) -> None:
-        # On the caller's connection (an owned one could be behind a pooler), and in a savepoint:
-        # a failing CREATE must not abort the caller's transaction.
-        if self._fence_ready:
-            return
-        from django.db import DatabaseError, transaction
-
-        with connection.cursor() as cursor:
-            exists = self._xact_row(cursor, "SELECT to_regclass(%s) IS NOT NULL", [self.sequence])[0]
-        if not exists:
-            try:
-                with transaction.atomic(using=self.database), connection.cursor() as cursor:
-                    cursor.execute(f"CREATE SEQUENCE IF NOT EXISTS {self.sequence} AS bigint")
-            except DatabaseError as exc:
-                if _sqlstate(exc) not in ("23505", "42P07"):  # created by someone else meanwhile
-                    raise ImproperlyConfigured(
-                        f"the fencing sequence {self.sequence} is missing and could not be created ({exc}): "
-                        "run the locks_pg migration, or set OPTIONS['FENCING'] = False"
-                    ) from exc
-        self._fence_ready = True
-
-    # -- asyncio ---------------------------------------------------------------------------------
     async def aacquire(self, request: LockRequest, timeout: float | None) -> Hold | None:
-        """Session scope: the same single statement as :meth:`acquire`, on an asyncio connection
-        (psycopg's ``AsyncConnection``), so a waiting task costs no thread. A task cancelled
-        while its statement runs ends that session: whatever it was about to get goes with it."""
+        """Session scope: on the event loop's shared sessions (psycopg's ``AsyncConnection``), so
+        a waiting task costs no thread; transaction scope waits in worker threads."""
         if self.scope == TRANSACTION:
-            return await super().aacquire(request, timeout)  # waits in worker threads
-        factory = self._factory
-        conn = factory.aidle()
-        fresh = conn is None
-        if conn is None:
-            conn = await factory.aconnect()
-        if conn.behind_pooler and not factory.allow_pooler:
-            factory.aput(conn)
-            factory.check_session_safe(conn)
-        wait = timeout != 0
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout if timeout else 0.0
-        while True:
-            try:
-                if not self._fence_ready:
-                    await self._aensure_fencing(conn)
-                result = await self._aattempt(conn, request, wait, timeout)
-                break
-            except pg_errors.LockNotAvailable:
-                left = deadline - loop.time() if timeout else 0.0
-                if left > 0.001:
-                    timeout = left
-                    continue
-                factory.aput(conn)
-                return None
-            except pg_errors.QueryCanceled as exc:
-                factory.aput(conn)
-                raise LockError(f"waiting for {request.name!r} was cancelled on the server", request.name) from exc
-            except psycopg.OperationalError as exc:
-                conn.finish()
-                if fresh:
-                    raise BackendUnavailable(f"PostgreSQL connection failed: {_first_line(exc)}") from exc
-                conn, fresh = await factory.aconnect(), True
-                if conn.behind_pooler and not factory.allow_pooler:
-                    factory.aput(conn)
-                    factory.check_session_safe(conn)
-                if timeout:
-                    timeout = max(0.001, deadline - loop.time())
-            except psycopg.Error as exc:
-                conn.finish()
-                raise LockError(
-                    f"PostgreSQL refused to lock {request.name!r}: {_first_line(exc)}", request.name
-                ) from exc
-            except BaseException:
-                conn.finish()  # cancelled mid-statement: ending the session frees what it may hold
-                raise
-        if not wait and result is None:
-            factory.aput(conn)
-            return None
-        return Hold(request, data=conn, token=result if self.fencing else None)
-
-    async def _aattempt(self, conn: AsyncPgConnection, request: LockRequest, wait: bool, timeout: float | None) -> Any:
-        label = self._label(request.name)
-        set_label = label is not None and label != conn.label
-        timed = wait and timeout is not None
-        params: list[Any] = []
-        if set_label:
-            params.append(label)
-        if timed:
-            assert timeout is not None
-            params.append(_milliseconds(timeout))
-        params.append(Int8(cast(int, request.key)))
-        row = await conn.execute(self._acquire_sql(request.shared, wait, timed, set_label), params)
-        if set_label:
-            conn.label = label
-        return row[-1]
-
-    async def _aensure_fencing(self, conn: AsyncPgConnection) -> None:
-        row = await conn.execute("SELECT to_regclass(%s) IS NOT NULL", (self.sequence,))
-        if not row[0]:
-            try:
-                await conn.command(f"CREATE SEQUENCE IF NOT EXISTS {self.sequence} AS bigint")
-            except (pg_errors.UniqueViolation, pg_errors.DuplicateTable):
-                pass
-            except pg_errors.InsufficientPrivilege as exc:
-                raise ImproperlyConfigured(
-                    f"the fencing sequence {self.sequence} does not exist and this role cannot create it: "
-                    "run the locks_pg migration, or set OPTIONS['FENCING'] = False"
-                ) from exc
-        self._fence_ready = True
+            return await super().aacquire(request, timeout)
+        return await self._session_aacquire(request, timeout)
 
     async def arelease(self, hold: Hold) -> None:
-        conn = hold.data
-        if not isinstance(conn, AsyncPgConnection):
+        if not isinstance(hold.data, AsyncPgConnection):
             await super().arelease(hold)
             return
-        sql = "SELECT pg_advisory_unlock_shared(%s)" if hold.request.shared else "SELECT pg_advisory_unlock(%s)"
-        try:
-            row = await conn.execute(sql, (Int8(cast(int, hold.key)),))
-        except psycopg.OperationalError as exc:
-            conn.finish()
-            raise LockLost(
-                f"the session holding {hold.name!r} ended (connection lost or terminated): {_first_line(exc)}",
-                hold.name,
-            ) from exc
-        except BaseException:
-            conn.finish()  # ending the session releases the lock
-            raise
-        if not row[0]:
-            conn.finish()
-            raise LockLost(f"the session no longer held {hold.name!r} at release", hold.name)
-        self._factory.aput(conn)
-
-    # -- inspection and administration ------------------------------------------------------
-    def _run(self, sql: str, params: Any = None, all_rows: bool = False) -> Any:
-        """A statement on an idle owned connection (replacing a stale one once)."""
-        factory = self._factory
-        conn = factory.get()
-        for attempt in (1, 2):
-            try:
-                cursor = conn.cursor
-                cursor.execute(sql, params)
-                result = cursor.fetchall() if all_rows else cursor.fetchone()
-                break
-            except psycopg.OperationalError as exc:
-                conn.close()
-                if attempt == 2:
-                    raise BackendUnavailable(f"PostgreSQL connection failed: {_first_line(exc)}") from exc
-                conn = factory.connect()
-            except BaseException:
-                conn.close()
-                raise
-        factory.put(conn)
-        return result
-
-    def is_locked(self, key: Key) -> bool:
-        row = self._run(
-            "SELECT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.objsubid = 1 "
-            f"AND l.granted AND {_THIS_DATABASE} AND {KEY_SQL} = %s)",
-            (Int8(cast(int, key)),),
-        )
-        return bool(row[0])
-
-    def holders(self, prefix: str | None = None) -> list[HolderInfo]:
-        """Advisory locks of this database, from ``pg_locks`` joined with ``pg_stat_activity``:
-        holder pid, application, client address, since when, how many sessions wait. Names are
-        known for locks this backend's clients hold (their session's ``application_name``) and
-        this process's own holds; with ``prefix``, only locks whose name is known are listed."""
-        from locks_pg.views import advisory_locks
-
-        local: dict[Any, LockName] = {entry.key: entry.hold.request.name for entry in self.holds.entries()}
-        rows = advisory_locks(self._run_all, application_name=self.application_name)
-        rows = [row for row in rows if row.key is not None]
-        waiting: dict[int | None, int] = {}
-        for row in rows:
-            if not row.granted:
-                waiting[row.key] = waiting.get(row.key, 0) + 1
-        found = []
-        for row in rows:
-            if not row.granted:
-                continue
-            name = local.get(row.key)
-            if name is None and row.name is not None and self.make_key(row.name) == row.key:
-                name = row.name
-            if prefix is not None and (not isinstance(name, str) or not name.startswith(prefix)):
-                continue
-            found.append(
-                HolderInfo(
-                    key=cast(int, row.key),
-                    name=None if name is None else str(name),
-                    shared=row.mode == "ShareLock",
-                    owner=row.application_name,
-                    pid=row.pid,
-                    host=row.client_addr,
-                    since=row.since,
-                    waiting=waiting.get(row.key, 0),
-                    extra={"mode": row.mode, "user": row.user, "state": row.state},
-                )
-            )
-        return found
-
-    def _run_all(self, sql: str, params: Any = None) -> list[Any]:
-        return self._run(sql, params, all_rows=True)  # type: ignore[no-any-return]
-
-    def force_release(self, name: LockName) -> int:
-        """Terminate every other session that holds ``name`` (PostgreSQL frees its locks with
-        it); the number of sessions ended. On PostgreSQL 14+ this waits (up to 5 s) for them to
-        exit, so the lock is free when it returns."""
-        key = self.make_key(self.validate_name(name))
-        conn = self._factory.get()
-        wait = ", 5000" if conn.server_version >= 140000 else ""
-        self._factory.put(conn)
-        try:
-            rows = self._run(
-                f"SELECT l.pid, pg_terminate_backend(l.pid{wait}) FROM pg_locks l WHERE l.locktype = 'advisory' "
-                f"AND l.objsubid = 1 AND l.granted AND {_THIS_DATABASE} AND {KEY_SQL} = %s "
-                "AND l.pid <> pg_backend_pid()",
-                (Int8(cast(int, key)),),
-                all_rows=True,
-            )
-        except pg_errors.InsufficientPrivilege as exc:
-            raise LockError(
-                f"not allowed to terminate the holder of {name!r}: {_first_line(exc)} "
-                "(needs the holder's role, pg_signal_backend or superuser)",
-                name,
-            ) from exc
-        return sum(1 for _, ended in rows if ended)
+        await self._session_arelease(hold)
 
     def close(self) -> None:
-        self._factory.close_idle()
+        """Close the sessions that hold nothing (those with holds stay until released)."""
+        factory = getattr(self, "_factory", None)  # also from __del__ of a half-built backend
+        if factory is not None:
+            factory.close_idle()
 
     def after_fork(self) -> None:
         super().after_fork()
         self._factory.forget()
+        self._threads = threading.local()
 
     # -- used by the lock views and the bench ------------------------------------------------
     def connection_factory(self) -> ConnectionFactory:
         return self._factory
-
-
-_MAX_LOCK_TIMEOUT_MS = 2_147_483_647  # lock_timeout is an int4 of milliseconds
-
-
-def _milliseconds(timeout: float) -> str:
-    """A wait as ``lock_timeout`` takes it: whole milliseconds, at least 1 (0 would mean no
-    limit), at most its range (longer waits go on in parts)."""
-    return str(min(_MAX_LOCK_TIMEOUT_MS, max(1, math.ceil(timeout * 1000))))
 
 
 def _check_database_alias(alias: str) -> None:
@@ -790,15 +421,6 @@ def _check_database_alias(alias: str) -> None:
     vendor = connections[alias].vendor
     if vendor != "postgresql":
         raise ImproperlyConfigured(f"DATABASES[{alias!r}] is {vendor}, not PostgreSQL: advisory locks need PostgreSQL")
-
-
-def _sqlstate(exc: BaseException) -> str | None:
-    """The SQLSTATE of a (Django-wrapped) psycopg 2 or 3 error."""
-    for candidate in (exc, exc.__cause__):
-        state = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
-        if state:
-            return str(state)
-    return None
 
 
 def _strip_our_query(location: str) -> str:

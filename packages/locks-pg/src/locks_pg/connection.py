@@ -3,9 +3,12 @@
 A session advisory lock lives as long as the server session that took it. Django's connections
 are closed (``CONN_MAX_AGE``, ``close_old_connections``) and pooled (Django 5.1+) behind the
 caller's back, and a lock taken on one of them is dropped, or leaks to the next borrower. So the
-backend never locks on Django's connection: it opens its own, from the same settings, one per
-hold, and keeps idle ones for reuse. A connection goes back to the idle list only after its lock
-was released (``pg_advisory_unlock`` said so), so the next user never inherits a lock.
+backend never locks on Django's connection: it opens its own, from the same settings, and keeps
+idle ones for reuse. One session holds any number of locks (a thread's, or many asyncio tasks'):
+each connection records the keys it holds, so a key is never taken twice on one session (its
+re-request would succeed: PostgreSQL counts it for the session). A connection goes back to the
+idle list only once it holds nothing (every ``pg_advisory_unlock`` said so), so the next user
+never inherits a lock.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import os
+import threading
 import weakref
 from collections.abc import Mapping
 from typing import Any
@@ -59,15 +63,79 @@ def conninfo_from_django(alias: str) -> dict[str, Any]:
     return result
 
 
-class PgConnection:
-    """One owned server session: the psycopg connection, its cursor and what we know of it."""
+class Held:
+    """One key held on a session: its name (for the session's label), mode and stack depth
+    (several asyncio tasks may hold one key shared on one session)."""
 
-    __slots__ = ("behind_pooler", "cursor", "label", "pid", "raw", "server_version")
+    __slots__ = ("count", "name", "shared")
+
+    def __init__(self, name: Any, shared: bool) -> None:
+        self.name = name
+        self.shared = shared
+        self.count = 1
+
+
+class _Holding:
+    """What both kinds of connection know about the locks on their session."""
+
+    __slots__ = ()
+    holds: dict[int, Held]
+    dead: str | None
+
+    def can_take(self, key: int, shared: bool, stack: bool) -> bool:
+        """Whether ``key`` may be requested on this session: not held on it at all, or (with
+        ``stack``) held shared and asked shared. PostgreSQL would grant a session's own
+        re-request whatever the mode, so that must never reach it for another holder."""
+        held = self.holds.get(key)
+        if held is None:
+            return self.dead is None
+        return stack and shared and held.shared and self.dead is None
+
+    def add(self, key: int, name: Any, shared: bool) -> None:
+        held = self.holds.get(key)
+        if held is None:
+            self.holds[key] = Held(name, shared)
+        else:
+            held.count += 1
+
+    def remove(self, key: int) -> None:
+        held = self.holds.get(key)
+        if held is not None:
+            held.count -= 1
+            if held.count <= 0:
+                del self.holds[key]
+
+
+class PgConnection(_Holding):
+    """One owned server session: the psycopg connection, its cursor and what we know of it.
+
+    ``mutex`` serialises statements from the thread that holds on it and the watchdog (which
+    never waits for it: see ``check``). ``holds`` are the keys it holds; ``dead`` says why the
+    session ended, once it did (every hold on it is then lost)."""
+
+    __slots__ = (
+        "behind_pooler",
+        "checked",
+        "cursor",
+        "dead",
+        "holds",
+        "home",
+        "label",
+        "mutex",
+        "pid",
+        "raw",
+        "server_version",
+    )
 
     def __init__(self, raw: psycopg.Connection[Any], pid: int) -> None:
         self.raw = raw
         self.cursor = raw.cursor()
         self.pid = pid
+        self.holds = {}
+        self.dead = None
+        self.mutex = threading.Lock()
+        self.home: list[PgConnection] | None = None  # the sessions list of the thread using it
+        self.checked = 0.0  # when a statement last succeeded on it (time.monotonic())
         # pgbouncer & co. answer the startup with a pid of their own
         self.behind_pooler = pid != raw.info.backend_pid
         if self.behind_pooler:
@@ -94,15 +162,21 @@ class PgConnection:
             pass
 
 
-class AsyncPgConnection:
-    """The asyncio twin of :class:`PgConnection` (psycopg's ``AsyncConnection``)."""
+class AsyncPgConnection(_Holding):
+    """The asyncio twin of :class:`PgConnection` (psycopg's ``AsyncConnection``). Several tasks
+    share it: ``alock`` keeps their statements apart (only short statements run on a session
+    that holds locks; waits run on sessions of their own)."""
 
-    __slots__ = ("behind_pooler", "cursor", "label", "pid", "raw", "server_version")
+    __slots__ = ("alock", "behind_pooler", "cursor", "dead", "holds", "label", "loop", "pid", "raw", "server_version")
 
     def __init__(self, raw: psycopg.AsyncConnection[Any], pid: int) -> None:
         self.raw = raw
         self.cursor = raw.cursor()
         self.pid = pid
+        self.holds = {}
+        self.dead = None
+        self.alock = asyncio.Lock()
+        self.loop = asyncio.get_running_loop()
         self.server_version = raw.info.server_version
         self.label: str | None = None
         self.behind_pooler = pid != raw.info.backend_pid
@@ -138,7 +212,8 @@ class AsyncPgConnection:
 class ConnectionFactory:
     """Opens owned connections and keeps idle ones (a LIFO list, so the warmest is reused).
 
-    Thread-safe: the idle list is a deque whose ``append``/``pop`` are atomic.
+    Thread-safe: the idle list is a deque whose ``append``/``pop`` are atomic. The asyncio
+    sessions of each event loop live in ``loops`` (see :mod:`locks_pg.asyncio_scope`).
     """
 
     def __init__(
@@ -154,7 +229,8 @@ class ConnectionFactory:
         keepalive: int = 10,
     ) -> None:
         self.conninfo = conninfo or ""
-        self.params = dict(params or {})
+        self._given = dict(params or {})
+        self.params = dict(self._given)
         self.database = database
         self.connect_timeout = connect_timeout
         self.max_idle = max_idle
@@ -162,17 +238,17 @@ class ConnectionFactory:
         self.allow_pooler = allow_pooler
         self.keepalive = keepalive
         self._idle: collections.deque[PgConnection] = collections.deque()
-        self._aidle: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, collections.deque[AsyncPgConnection]] = (
-            weakref.WeakKeyDictionary()
-        )
+        self.loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
         self._pid = os.getpid()
         self._resolved = False
+        if database is not None:
+            _django_factories.add(self)
 
     def _resolve(self) -> None:
         if self._resolved:
             return
         if self.database is not None:
-            self.params = {**conninfo_from_django(self.database), **self.params}
+            self.params = {**conninfo_from_django(self.database), **self._given}
         self._resolved = True
 
     def resolved_params(self) -> dict[str, Any]:
@@ -273,33 +349,6 @@ class ConnectionFactory:
             )
         return int(pid)
 
-    def aidle(self) -> AsyncPgConnection | None:
-        """An idle asyncio connection of the running event loop."""
-        if os.getpid() != self._pid:
-            self.forget()
-        idle = self._aidle.get(asyncio.get_running_loop())
-        while idle:
-            try:
-                conn = idle.pop()
-            except IndexError:
-                break
-            if not conn.broken:
-                return conn
-            conn.finish()
-        return None
-
-    def aput(self, conn: AsyncPgConnection) -> None:
-        """Give back an asyncio connection that holds no lock (kept for its event loop only:
-        psycopg's asyncio connections belong to the loop they were opened on)."""
-        loop = asyncio.get_running_loop()
-        idle = self._aidle.get(loop)
-        if idle is None:
-            idle = self._aidle.setdefault(loop, collections.deque())
-        if conn.broken or len(idle) >= self.max_idle or os.getpid() != self._pid:
-            conn.finish()
-        else:
-            idle.append(conn)
-
     def check_session_safe(self, conn: PgConnection | AsyncPgConnection) -> None:
         """Refuse to hold a session lock through a pooler, unless told it pins sessions."""
         if conn.behind_pooler and not self.allow_pooler:
@@ -332,32 +381,62 @@ class ConnectionFactory:
 
     def put(self, conn: PgConnection) -> None:
         """Give back a connection that holds no lock."""
-        if conn.broken or len(self._idle) >= self.max_idle or os.getpid() != self._pid:
-            conn.close()
+        if conn.holds or conn.broken or len(self._idle) >= self.max_idle or os.getpid() != self._pid:
+            if not conn.holds:
+                conn.close()
         else:
             self._idle.append(conn)
 
     def close_idle(self) -> None:
+        """Close every session that holds nothing (holds stay valid on theirs)."""
         idle = self._idle
         while idle:
             try:
                 idle.pop().close()
             except IndexError:
                 break
-        for loop, aidle in list(self._aidle.items()):
-            while aidle:
-                try:
-                    aidle.pop().finish()
-                except IndexError:
-                    break
-            self._aidle.pop(loop, None)
+        for loop, sessions in list(self.loops.items()):
+            if sessions.close_idle():
+                self.loops.pop(loop, None)
+
+    def refresh(self) -> None:
+        """Close idle sessions and read the Django alias's settings again at the next connect
+        (the test runner points the alias at the test database and back)."""
+        self.close_idle()
+        self._resolved = False
 
     def forget(self) -> None:
         """After a fork: drop the parent's sessions without closing them (closing would end the
         parent's sessions; psycopg leaves sockets of another process alone when collected)."""
         self._idle = collections.deque()
-        self._aidle = weakref.WeakKeyDictionary()
+        self.loops = weakref.WeakKeyDictionary()
         self._pid = os.getpid()
+
+
+#: Factories on a Django DATABASES alias: their idle sessions are closed when Django opens a
+#: connection without a database (``_nodb_cursor``), which it does to create and to drop the
+#: test database: a session of ours left on it would make ``DROP DATABASE`` fail ("being
+#: accessed by other users").
+_django_factories: weakref.WeakSet[ConnectionFactory] = weakref.WeakSet()
+
+
+def _on_connection_created(sender: Any, connection: Any, **kwargs: Any) -> None:
+    if getattr(connection, "alias", None) != "__no_db__":  # django.db.backends.base.base.NO_DB_ALIAS
+        return
+    for factory in list(_django_factories):
+        try:
+            factory.refresh()
+        except Exception:  # noqa: BLE001 - never break Django's own work
+            pass
+
+
+def _connect_teardown_hook() -> None:
+    from django.db.backends.signals import connection_created
+
+    connection_created.connect(_on_connection_created, weak=False, dispatch_uid="locks_pg.close_idle_sessions")
+
+
+_connect_teardown_hook()
 
 
 def _first_line(exc: BaseException) -> str:

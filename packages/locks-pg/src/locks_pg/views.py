@@ -11,12 +11,14 @@ Plain queries (no model, no migration), through a Django ``DATABASES`` alias or 
         print(waiter.pid, "waits for", waiter.relation or waiter.name or waiter.key, "behind", waiter.blocked_by)
 
 Advisory locks are listed with their bigint key and, when the holder is a ``locks_pg``
-connection (its ``application_name`` is ``locks:<name>``) and the name hashes to that key, their
+connection (its ``application_name`` is ``locks:<name>``, or ``locks[n]:<name>`` for a session
+holding n locks: the one held longest) and the name hashes to that key, their
 lock name.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -99,14 +101,17 @@ def _runner(source: str | AdvisoryLockBackend | Runner) -> Runner:
 
 
 def _rows(run: Runner, where: str, application_name: str) -> list[PgLock]:
-    label = application_name + ":"
+    # "<app>:<name>" (a session holding one lock) or "<app>[n]:<oldest name>" (n locks)
+    label = re.compile(re.escape(application_name) + r"(?:\[\d+\])?:(.*)", re.DOTALL)
     result = []
     for row in run(_QUERY + where + " ORDER BY l.granted DESC, l.pid", None):
         key = row[5]
         app = row[6]
         name = None
-        if key is not None and isinstance(app, str) and app.startswith(label):
-            name = app[len(label) :]
+        if key is not None and isinstance(app, str):
+            match = label.fullmatch(app)
+            if match is not None:
+                name = match.group(1)
         result.append(
             PgLock(
                 locktype=row[0],
