@@ -184,7 +184,9 @@ class BaseLockBackend:
 
     Subclasses set :attr:`capabilities`, :attr:`key_spec` and :attr:`url_schemes`, and implement
     at least :meth:`try_acquire` and :meth:`release`. One instance serves every thread of a
-    process: primitives must be thread-safe, and two holds must never share a server session.
+    process: primitives must be thread-safe. Server sessions should scale with the threads and
+    tasks that hold or wait, not with the number of locks held; a hold records the session it
+    was taken on, and is released there.
 
     Args:
         alias: the name of this backend in ``LOCKS`` (for logging and signals).
