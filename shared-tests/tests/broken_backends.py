@@ -30,3 +30,19 @@ class CollidingNamesBackend(FileLockBackend):
         import zlib
 
         return f"k{zlib.crc32(str(name).encode('utf-8', 'surrogatepass')) & 0xF}"
+
+
+class CyclicBackend(FileLockBackend):
+    """Keeps a bound method of itself, as a thread target or a pool's callback would: dropped, it
+    waits for the cyclic garbage collector, its descriptors open meanwhile."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.on_fork = self.close
+
+
+class NeverClosingBackend(FileLockBackend):
+    """close() forgets the idle descriptors instead of closing them."""
+
+    def close(self) -> None:
+        self._idle = {}

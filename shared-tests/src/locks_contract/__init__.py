@@ -1,7 +1,8 @@
 """The contract every ``locks`` backend keeps, as an abstract pytest suite.
 
 A backend's tests subclass :class:`ContractTests` (or single mixins) and provide the
-``backend_spec`` fixture (and, ideally, ``unreachable_backend_spec``)::
+``backend_spec`` fixture (and, ideally, ``unreachable_backend_spec`` and
+``server_connection_count``)::
 
     from locks_contract import BackendSpec, ContractTests
 
@@ -28,6 +29,7 @@ from locks_contract.suite.concurrency import (
     AbstractTimeoutTests,
 )
 from locks_contract.suite.environment import AbstractDjangoConnectionTests, AbstractUnavailableTests
+from locks_contract.suite.lifecycle import AbstractLifecycleTests
 from locks_contract.suite.leases import (
     AbstractFencingTests,
     AbstractForceReleaseTests,
@@ -54,6 +56,7 @@ class ContractTests(
     AbstractNameTests,
     AbstractAsyncTests,
     AbstractUnavailableTests,
+    AbstractLifecycleTests,
 ):
     """The whole contract. Subclass it as ``Test<Backend>Contract`` and provide ``backend_spec``.
 
@@ -72,6 +75,7 @@ __all__ = [
     "AbstractFencingTests",
     "AbstractForceReleaseTests",
     "AbstractLeaseTests",
+    "AbstractLifecycleTests",
     "AbstractListingTests",
     "AbstractNameTests",
     "AbstractReentrancyTests",
