@@ -49,14 +49,14 @@ def test_a_backend_in_a_reference_cycle_fails_the_lifecycle_cases(pytester: pyte
     result = _run(pytester, "CyclicBackend", "dropped_backends")
     outcomes = result.parseoutcomes()
     assert outcomes.get("failed", 0) == 2, result.stdout.str()[-3000:]
-    result.stdout.fnmatch_lines(["*were still alive without the cyclic garbage collector*"])
+    result.stdout.fnmatch_lines(["*was still alive without the cyclic garbage collector*"])
 
 
 def test_a_backend_whose_close_leaves_connections_open_fails_the_lifecycle_cases(pytester: pytest.Pytester) -> None:
     result = _run(pytester, "NeverClosingBackend", "lifecycle or with_block or dropped_backends")
     outcomes = result.parseoutcomes()
     assert outcomes.get("failed", 0) >= 4, result.stdout.str()[-3000:]
-    result.stdout.fnmatch_lines(["*server connection(s) left open after 100 backends*"])
+    result.stdout.fnmatch_lines(["*server connection(s) left open after * backends were*"])
 
 
 def test_lifecycle_cases_are_skipped_without_a_connection_count(pytester: pytest.Pytester) -> None:
