@@ -29,7 +29,6 @@ from locks_contract.suite.concurrency import (
     AbstractTimeoutTests,
 )
 from locks_contract.suite.environment import AbstractDjangoConnectionTests, AbstractUnavailableTests
-from locks_contract.suite.lifecycle import AbstractLifecycleTests
 from locks_contract.suite.leases import (
     AbstractFencingTests,
     AbstractForceReleaseTests,
@@ -37,6 +36,7 @@ from locks_contract.suite.leases import (
     AbstractListingTests,
     AbstractSharedTests,
 )
+from locks_contract.suite.lifecycle import AbstractLifecycleTests
 from locks_contract.suite.names import AbstractNameTests
 
 
