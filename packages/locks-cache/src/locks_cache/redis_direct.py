@@ -59,6 +59,11 @@ class _ScriptConnections:
         parent's sockets (redis-py closes a connection of another pid without a shutdown)."""
         self._idle = []
 
+    def take_idle(self) -> list[Any]:
+        """Removes the idle connections and returns them (for the caller to close)."""
+        idle, self._idle = self._idle, []
+        return idle
+
     def _take(self) -> tuple[Any, bool]:
         """An idle connection (or a new one), and whether it was connected before."""
         try:
@@ -116,8 +121,7 @@ class DirectScripts(_ScriptConnections):
 
     def close(self) -> None:
         """Closes the idle connections; a later call connects again."""
-        idle, self._idle = self._idle, []
-        for connection in idle:
+        for connection in self.take_idle():
             connection.disconnect()
 
 
