@@ -118,11 +118,11 @@ def test_a_held_lock_keeps_its_backend_alive(no_cyclic_gc: None) -> None:
 def test_a_dropped_backend_used_through_asyncio_is_freed(no_cyclic_gc: None) -> None:
     backend = ClosingBackend()
 
-    async def main() -> None:
+    async def main(backend: ClosingBackend) -> None:
         async with backend.alock("async-used", timeout=1):
             pass
 
-    asyncio.run(main())
+    asyncio.run(main(backend))
     ref = weakref.ref(backend)
     del backend
     assert freed(ref)
@@ -136,7 +136,7 @@ def test_a_cancelled_async_wait_does_not_keep_a_dropped_backend_alive(no_cyclic_
     backend = ClosingBackend()
     backend.async_wait_slice = 0.05  # type: ignore[misc]
 
-    async def main() -> None:
+    async def main(backend: ClosingBackend) -> None:
         with holder.lock("contended", timeout=0):
             waiter = asyncio.create_task(backend.alock("contended").acquire(timeout=5))
             await asyncio.sleep(0.1)
@@ -144,7 +144,7 @@ def test_a_cancelled_async_wait_does_not_keep_a_dropped_backend_alive(no_cyclic_
             with pytest.raises(asyncio.CancelledError):
                 await waiter
 
-    asyncio.run(main())
+    asyncio.run(main(backend))
     time.sleep(0.2)  # the worker thread finishes its slice
     ref = weakref.ref(backend)
     del backend

@@ -35,7 +35,13 @@ def sessions_of_this_process(url: str) -> int:
         hosts = [host for (host,) in cursor.fetchall()]
     finally:
         conn.close()
-    return sum(1 for host in hosts if host and host.rpartition(":")[2].isdigit() and int(host.rpartition(":")[2]) in ports)
+    return sum(1 for host in hosts if _client_port(host) in ports)
+
+
+def _client_port(host: str | None) -> int | None:
+    """The client port of a processlist ``HOST`` (``127.0.0.1:54321``)."""
+    port = (host or "").rpartition(":")[2]
+    return int(port) if port.isdigit() else None
 
 
 @pytest.fixture(scope="session")

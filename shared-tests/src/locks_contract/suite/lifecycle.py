@@ -146,7 +146,9 @@ def spec_warm_up(spec: BackendSpec, name: str) -> None:
     del backend
 
 
-def _one_cycle(spec: BackendSpec, use: Callable[[BaseLockBackend], None], closing: bool) -> weakref.ref[BaseLockBackend]:
+def _one_cycle(
+    spec: BackendSpec, use: Callable[[BaseLockBackend], None], closing: bool
+) -> weakref.ref[BaseLockBackend]:
     backend = spec.build(alias="contract-cycle")
     if closing:
         with backend:
