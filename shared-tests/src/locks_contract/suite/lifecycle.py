@@ -89,7 +89,7 @@ class AbstractLifecycleTests(ContractBase):
         assert after == before, f"{after - before} connection(s) still open after the with block closed the backend"
         del backend
 
-    def test_close_is_idempotent_and_keeps_holds_valid(
+    def test_close_is_idempotent_keeps_holds_valid_and_the_backend_usable(
         self, backend: BaseLockBackend, other_backend: BaseLockBackend, lock_name: str
     ) -> None:
         handle = backend.lock(lock_name, timeout=5)
@@ -100,6 +100,8 @@ class AbstractLifecycleTests(ContractBase):
         handle.release()
         assert not _held_elsewhere(other_backend, lock_name)
         backend.close()
+        with backend.lock(lock_name, timeout=5) as held:  # a closed backend connects again
+            assert held
 
     def test_close_keeps_async_holds_valid(
         self, backend: BaseLockBackend, other_backend: BaseLockBackend, lock_name: str
