@@ -114,15 +114,18 @@ def redis_clients_of_this_process(url: str) -> int:
     return sum(1 for entry in listed if int(str(entry["addr"]).rpartition(":")[2]) in ports)
 
 
-def memcached_connections_of_this_process(url: str) -> int:
+def memcached_connections_of_this_process(url: str, but_django_caches: bool = False) -> int:
     """The connections the memcached at ``url`` has from this process (``stats conns``, matched
-    by client port)."""
+    by client port). ``but_django_caches``: not those of Django's cache objects, which Django
+    keeps one per thread (the async API's worker threads each get one as they first lock)."""
     from urllib.parse import urlsplit
 
     from locks_contract.connections import client_ports
 
     parts = urlsplit(url)
     ports = client_ports(parts.port or 11211)
+    if but_django_caches:
+        ports -= _django_memcached_ports()
     with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 11211), timeout=5) as sock:
         sock.sendall(b"stats conns\r\n")
         reply = b""
@@ -138,6 +141,24 @@ def memcached_connections_of_this_process(url: str) -> int:
         if len(fields) == 3 and fields[1].endswith(":addr") and fields[2].startswith("tcp"):
             count += int(fields[2].rpartition(":")[2]) in ports
     return count
+
+
+def _django_memcached_ports() -> set[int]:
+    import gc
+
+    from django.core.cache.backends.memcached import PyMemcacheCache
+
+    ports = set()
+    for cache in [obj for obj in gc.get_objects() if isinstance(obj, PyMemcacheCache)]:
+        client = cache.__dict__.get("_cache")  # Django's cached_property: only once connected
+        for server in getattr(client, "clients", {}).values():
+            sock = getattr(server, "sock", None)
+            if sock is not None:
+                try:
+                    ports.add(int(sock.getsockname()[1]))
+                except OSError:
+                    pass
+    return ports
 
 
 def port_is_free(port: int) -> bool:
