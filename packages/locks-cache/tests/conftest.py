@@ -149,7 +149,9 @@ def _django_memcached_ports() -> set[int]:
     from django.core.cache.backends.memcached import PyMemcacheCache
 
     ports = set()
-    for cache in [obj for obj in gc.get_objects() if isinstance(obj, PyMemcacheCache)]:
+    # type(), not isinstance(): isinstance() asks a lazy object (Django's staticfiles storage...)
+    # for its __class__, which sets it up.
+    for cache in [obj for obj in gc.get_objects() if issubclass(type(obj), PyMemcacheCache)]:
         client = cache.__dict__.get("_cache")  # Django's cached_property: only once connected
         for server in getattr(client, "clients", {}).values():
             sock = getattr(server, "sock", None)
