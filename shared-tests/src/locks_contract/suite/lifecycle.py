@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import multiprocessing
 import time
 import weakref
 from collections.abc import Callable, Iterator
@@ -114,6 +115,22 @@ class AbstractLifecycleTests(ContractBase):
         assert asyncio.run(main()), "close() dropped a lock still held by a task"
         assert not _held_elsewhere(other_backend, lock_name)
 
+    def test_close_in_a_forked_child_leaves_the_parents_connections_alone(
+        self, backend: BaseLockBackend, other_backend: BaseLockBackend, lock_name: str
+    ) -> None:
+        with backend.lock(f"{lock_name}-idle", timeout=5):
+            pass  # the parent now has an idle connection, inherited by the child
+        fork = multiprocessing.get_context("fork")
+        with backend.lock(lock_name, timeout=5):
+            child = fork.Process(target=_close_and_drop, args=(backend,))
+            child.start()
+            child.join(30)
+            assert child.exitcode == 0, "close() in a forked child failed"
+            assert _held_elsewhere(other_backend, lock_name), "the child's close() ended the parent's hold"
+        assert not _held_elsewhere(other_backend, lock_name)
+        with backend.lock(f"{lock_name}-idle", timeout=5) as held:  # the idle connection still works
+            assert held
+
     # -- helpers --------------------------------------------------------------------------------
     def _cycles(self, spec: BackendSpec, count: Count, use: Callable[[BaseLockBackend], None], closing: bool) -> None:
         spec_warm_up(spec, "contract-warm-up")
@@ -136,6 +153,13 @@ class AbstractLifecycleTests(ContractBase):
             f"{after - before} server connection(s) left open after {self.lifecycle_cycles} backends were "
             f"{how} (before: {before}, after: {after})"
         )
+
+
+def _close_and_drop(backend: BaseLockBackend) -> None:
+    backend.close()
+    backend.close()
+    del backend
+    gc.collect()
 
 
 def spec_warm_up(spec: BackendSpec, name: str) -> None:
