@@ -5,6 +5,7 @@ contract's own tests need no server and no backend package besides locks-core.""
 
 from __future__ import annotations
 
+import os
 import time
 
 from locks.backends import Hold, LockRequest
@@ -56,3 +57,31 @@ class EarlyWaitsBackend(MemoryLockBackend):
 
     def acquire(self, request: LockRequest, timeout: float | None) -> Hold | None:
         return super().acquire(request, None if timeout is None else max(0.0, timeout - 0.005))
+
+
+class CyclicBackend(MemoryLockBackend):
+    """Keeps a bound method of itself, as a thread target or a pool's callback would: dropped, it
+    waits for the cyclic garbage collector, its connections open meanwhile."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.on_fork = self.close
+
+
+class NeverClosingBackend(MemoryLockBackend):
+    """Opens a descriptor (its "connection") on first use; close() forgets it instead of closing it."""
+
+    def _connect(self) -> None:
+        if getattr(self, "_connection", None) is None:
+            self._connection = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+
+    def try_acquire(self, request: LockRequest) -> Hold | None:
+        self._connect()
+        return super().try_acquire(request)
+
+    def acquire(self, request: LockRequest, timeout: float | None) -> Hold | None:
+        self._connect()
+        return super().acquire(request, timeout)
+
+    def close(self) -> None:
+        self._connection = None

@@ -12,11 +12,16 @@ HERE = Path(__file__).parent
 CONTRACT_MODULE = """
 import pytest
 from locks_contract import BackendSpec, ContractTests
+from locks_contract.connections import open_descriptors
 
 class TestBroken(ContractTests):
     @pytest.fixture
     def backend_spec(self):
         return BackendSpec("broken_backends.{cls}", location="memory://broken")
+
+    @pytest.fixture
+    def server_connection_count(self):
+        return open_descriptors
 """
 
 
@@ -57,6 +62,37 @@ def test_a_single_process_backend_has_the_cross_process_cases_skipped_saying_so(
     )
     result.assert_outcomes(passed=1, skipped=2)
     result.stdout.fnmatch_lines(["SKIPPED*MemoryLockBackend is single-process (cross_process = False)*"] * 2)
+
+
+def test_a_backend_in_a_reference_cycle_fails_the_lifecycle_cases(pytester: pytest.Pytester) -> None:
+    result = _run(pytester, "CyclicBackend", "dropped_backends")
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("failed", 0) == 2, result.stdout.str()[-3000:]
+    result.stdout.fnmatch_lines(["*was still alive without the cyclic garbage collector*"])
+
+
+def test_a_backend_whose_close_leaves_connections_open_fails_the_lifecycle_cases(pytester: pytest.Pytester) -> None:
+    result = _run(pytester, "NeverClosingBackend", "lifecycle or with_block or dropped_backends")
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("failed", 0) >= 4, result.stdout.str()[-3000:]
+    result.stdout.fnmatch_lines(["*server connection(s) left open after * backends were*"])
+
+
+def test_lifecycle_cases_are_skipped_without_a_connection_count(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_uncounted="""
+        import pytest
+        from locks_contract import AbstractLifecycleTests, BackendSpec
+
+        class TestUncounted(AbstractLifecycleTests):
+            @pytest.fixture
+            def backend_spec(self, tmp_path):
+                return BackendSpec("locks.backends.memory.MemoryLockBackend", location="memory://uncounted")
+        """
+    )
+    result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider", "-rs", "-k", "dropped or with_block")
+    result.assert_outcomes(skipped=5)
+    result.stdout.fnmatch_lines(["*provide no server_connection_count fixture*"])
 
 
 def test_unreachable_servers_skip_locally_and_fail_when_required(pytester: pytest.Pytester) -> None:

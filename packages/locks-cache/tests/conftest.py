@@ -95,6 +95,74 @@ def cache_settings() -> dict[str, dict[str, object]]:
     }
 
 
+def redis_clients_of_this_process(url: str) -> int:
+    """The clients the Redis server at ``url`` has connected from this process (``CLIENT LIST``,
+    matched by client port: other test runs share the server)."""
+    from urllib.parse import urlsplit
+
+    import redis
+
+    from locks_contract.connections import client_ports
+
+    parts = urlsplit(url)
+    ports = client_ports(parts.port or 6379)
+    client = redis.Redis(host=parts.hostname or "127.0.0.1", port=parts.port or 6379, socket_timeout=5)
+    try:
+        listed = client.client_list()
+    finally:
+        client.close()
+    return sum(1 for entry in listed if int(str(entry["addr"]).rpartition(":")[2]) in ports)
+
+
+def memcached_connections_of_this_process(url: str, but_django_caches: bool = False) -> int:
+    """The connections the memcached at ``url`` has from this process (``stats conns``, matched
+    by client port). ``but_django_caches``: not those of Django's cache objects, which Django
+    keeps one per thread (the async API's worker threads each get one as they first lock)."""
+    from urllib.parse import urlsplit
+
+    from locks_contract.connections import client_ports
+
+    parts = urlsplit(url)
+    ports = client_ports(parts.port or 11211)
+    if but_django_caches:
+        ports -= _django_memcached_ports()
+    with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 11211), timeout=5) as sock:
+        sock.sendall(b"stats conns\r\n")
+        reply = b""
+        while not reply.endswith(b"END\r\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+    count = 0
+    for line in reply.decode().splitlines():
+        # STAT <fd>:addr tcp:127.0.0.1:<port>
+        fields = line.split()
+        if len(fields) == 3 and fields[1].endswith(":addr") and fields[2].startswith("tcp"):
+            count += int(fields[2].rpartition(":")[2]) in ports
+    return count
+
+
+def _django_memcached_ports() -> set[int]:
+    import gc
+
+    from django.core.cache.backends.memcached import PyMemcacheCache
+
+    ports = set()
+    # type(), not isinstance(): isinstance() asks a lazy object (Django's staticfiles storage...)
+    # for its __class__, which sets it up.
+    for cache in [obj for obj in gc.get_objects() if issubclass(type(obj), PyMemcacheCache)]:
+        client = cache.__dict__.get("_cache")  # Django's cached_property: only once connected
+        for server in getattr(client, "clients", {}).values():
+            sock = getattr(server, "sock", None)
+            if sock is not None:
+                try:
+                    ports.add(int(sock.getsockname()[1]))
+                except OSError:
+                    pass
+    return ports
+
+
 def port_is_free(port: int) -> bool:
     with socket.socket() as sock:
         try:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
-from conftest import NAMESPACE, REDIS_URL
+from conftest import NAMESPACE, REDIS_URL, redis_clients_of_this_process
 
 from locks_contract import AbstractDeadlineTests, BackendSpec, ContractTests
 
@@ -16,6 +18,10 @@ class TestRedisLockContract(ContractTests):
     @pytest.fixture
     def unreachable_backend_spec(self, closed_port: int) -> BackendSpec:
         return BackendSpec("locks_cache.RedisLockBackend", location=f"redis://127.0.0.1:{closed_port}/0")
+
+    @pytest.fixture
+    def server_connection_count(self) -> Callable[[], int]:
+        return lambda: redis_clients_of_this_process(REDIS_URL)
 
 
 class TestRedisShortSlicesDeadlines(AbstractDeadlineTests):

@@ -9,11 +9,11 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conftest import free_port, start_redis_server, stop
+from conftest import free_port, redis_clients_of_this_process, start_redis_server, stop
 
 from locks import BackendUnavailable, LockLost
 from locks_cache import RedisLockBackend
@@ -105,6 +105,17 @@ class TestRedisClusterContract(ContractTests):
     @pytest.fixture
     def backend_spec(self, cluster_url: str) -> BackendSpec:
         return BackendSpec("locks_cache.RedisLockBackend", location=cluster_url)
+
+    @pytest.fixture
+    def server_connection_count(self, cluster_url: str, request: pytest.FixtureRequest) -> Callable[[], int]:
+        request.applymarker(
+            pytest.mark.xfail(
+                reason="redis-py's RedisCluster leaves one connection open past close() (measured with "
+                "redis-py 8.1: one per client built, freed only by the cyclic garbage collector); "
+                "the backend closes every connection it can reach"
+            )
+        )
+        return lambda: redis_clients_of_this_process(cluster_url)
 
     @pytest.fixture
     def unreachable_backend_spec(self, closed_port: int) -> BackendSpec:

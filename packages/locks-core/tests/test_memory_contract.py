@@ -7,10 +7,12 @@ process (``MemoryLockBackend.cross_process`` is false).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 
 import pytest
 
 from locks_contract import BackendSpec, ContractTests
+from locks_contract.connections import open_descriptors
 
 MEMORY = "locks.backends.memory.MemoryLockBackend"
 
@@ -24,3 +26,8 @@ class TestMemoryContract(ContractTests):
     def unreachable_backend_spec(self) -> BackendSpec:
         # no server can go away: a stand-in whose every primitive raises BackendUnavailable
         return BackendSpec("memory_backend.UnreachableMemoryBackend", location="memory://unreachable")
+
+    @pytest.fixture
+    def server_connection_count(self) -> Callable[[], int]:
+        # no server: the process's descriptors stand for its connections (there should be none)
+        return open_descriptors

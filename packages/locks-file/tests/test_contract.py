@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from locks_contract import BackendSpec, ContractTests
+from locks_contract.connections import open_descriptors
 
 
 class TestFileLockContract(ContractTests):
@@ -19,3 +21,8 @@ class TestFileLockContract(ContractTests):
         blocker = tmp_path / "not-a-directory"
         blocker.write_text("")
         return BackendSpec("locks_file.FileLockBackend", location=str(blocker / "locks"))
+
+    @pytest.fixture
+    def server_connection_count(self) -> Callable[[], int]:
+        # No server: a lock file left open is a descriptor of this process.
+        return open_descriptors

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
+from conftest import sessions_of_this_process
 
 from locks_contract import BackendSpec, ContractTests
 from locks_mysql.testing import mysql_url
@@ -10,7 +13,13 @@ from locks_mysql.testing import mysql_url
 BACKEND = "locks_mysql.UserLockBackend"
 
 
-class TestUserLockContract(ContractTests):
+class CountsSessions:
+    @pytest.fixture
+    def server_connection_count(self) -> Callable[[], int]:
+        return lambda: sessions_of_this_process(mysql_url())
+
+
+class TestUserLockContract(CountsSessions, ContractTests):
     @pytest.fixture
     def backend_spec(self) -> BackendSpec:
         return BackendSpec(BACKEND, location=mysql_url())
@@ -20,7 +29,7 @@ class TestUserLockContract(ContractTests):
         return BackendSpec(BACKEND, location="mysql://root@127.0.0.1:1/test", options={"connect_timeout": 2})
 
 
-class TestUserLockThroughDjangoDatabase(ContractTests):
+class TestUserLockThroughDjangoDatabase(CountsSessions, ContractTests):
     """OPTIONS['database'] names a DATABASES alias: its settings, connections of the backend's own."""
 
     @pytest.fixture

@@ -39,6 +39,21 @@ if django.VERSION >= (5, 1):
 configure_django(extra)
 
 
+def sessions_of_this_process(url: str | None = None) -> int:
+    """The sessions the server has open from this process (``pg_stat_activity``, matched by
+    client port: other test runs share the server)."""
+    import psycopg
+
+    from locks_contract.connections import client_ports
+
+    ports = client_ports(urlsplit(url or pg_url()).port or 5432)
+    with psycopg.connect(url or pg_url(), autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE client_port = ANY(%s)", (sorted(ports),)
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
 @pytest.fixture(scope="session")
 def pgbouncer() -> Iterator[str]:
     """pgbouncer (pool_mode = transaction) on BOUNCER_PORT in front of the real server; its URL."""

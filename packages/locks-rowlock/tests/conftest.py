@@ -57,6 +57,52 @@ def vendor(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+def sessions_of_this_process(alias: str) -> int:
+    """The sessions the server behind ``DATABASES[alias]`` has open from this process (matched
+    by client port: other test runs share the servers): ``pg_stat_activity``, PgBouncer's
+    ``SHOW CLIENTS``, MariaDB's processlist; for SQLite, this process's open descriptors."""
+    from django.db import connections
+
+    from locks_contract.connections import client_ports, open_descriptors
+
+    entry = connections.settings[alias]
+    engine = entry["ENGINE"]
+    if "sqlite" in engine:
+        return open_descriptors()
+    port = int(entry["PORT"] or (5432 if "postgresql" in engine else 3306))
+    ports = client_ports(port)
+    if "postgresql" in engine:
+        import psycopg
+
+        params = {"host": entry["HOST"], "port": port, "user": entry["USER"], "password": entry["PASSWORD"]}
+        if alias == "pgbouncer":
+            with psycopg.connect(dbname="pgbouncer", autocommit=True, **params) as conn:
+                cursor = conn.execute("SHOW CLIENTS")
+                column = [c.name for c in cursor.description or ()].index("port")
+                return sum(1 for row in cursor.fetchall() if row[column] in ports)
+        with psycopg.connect(dbname=entry["NAME"], autocommit=True, **params) as conn:
+            (count,) = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE client_port = ANY(%s)", (sorted(ports),)
+            ).fetchone() or (0,)
+            return int(count)
+    import MySQLdb
+
+    conn = MySQLdb.connect(host=entry["HOST"], port=port, user=entry["USER"], passwd=entry["PASSWORD"])
+    try:
+        cursor = conn.cursor()
+        cursor.execute("SELECT HOST FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID()")
+        hosts = [host for (host,) in cursor.fetchall()]
+    finally:
+        conn.close()
+    return sum(1 for host in hosts if _client_port(host) in ports)
+
+
+def _client_port(host: str | None) -> int | None:
+    """The client port of a processlist ``HOST`` (``127.0.0.1:54321``)."""
+    port = (host or "").rpartition(":")[2]
+    return int(port) if port.isdigit() else None
+
+
 PGBOUNCER = "/usr/sbin/pgbouncer"
 
 
@@ -91,6 +137,7 @@ def pgbouncer() -> Iterator[int]:
         f"listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
         f"auth_type = trust\nauth_file = {directory / 'userlist.txt'}\n"
         "pool_mode = transaction\nmax_client_conn = 500\ndefault_pool_size = 20\n"
+        f"admin_users = {user}\n"
         "ignore_startup_parameters = extra_float_digits,options\n"
     )
     for path in directory.iterdir():

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
-from conftest import migrate
+from conftest import migrate, sessions_of_this_process
 
 from locks.backends import BaseLockBackend
 from locks_contract import AbstractDjangoConnectionTests, BackendSpec, ContractTests
@@ -28,6 +30,10 @@ class RowLockContract(ContractTests, AbstractDjangoConnectionTests):
     @pytest.fixture
     def django_database_alias(self) -> str:
         return self.alias
+
+    @pytest.fixture
+    def server_connection_count(self) -> Callable[[], int]:
+        return lambda: sessions_of_this_process(self.alias)
 
     # The same hypothesis test runs in three classes of one process, which hypothesis's
     # "differing executors" health check refuses; calling it through a method of our own keeps

@@ -1,7 +1,8 @@
 """The contract every ``locks`` backend keeps, as an abstract pytest suite.
 
 A backend's tests subclass :class:`ContractTests` (or single mixins) and provide the
-``backend_spec`` fixture (and, ideally, ``unreachable_backend_spec``)::
+``backend_spec`` fixture (and, ideally, ``unreachable_backend_spec`` and
+``server_connection_count``)::
 
     from locks_contract import BackendSpec, ContractTests
 
@@ -36,6 +37,7 @@ from locks_contract.suite.leases import (
     AbstractListingTests,
     AbstractSharedTests,
 )
+from locks_contract.suite.lifecycle import AbstractLifecycleTests
 from locks_contract.suite.names import AbstractNameTests
 from locks_contract.suite.parity import AbstractParityTests
 from locks_contract.suite.trust import AbstractHoldTrustTests
@@ -60,6 +62,7 @@ class ContractTests(
     AbstractAsyncTests,
     AbstractParityTests,
     AbstractUnavailableTests,
+    AbstractLifecycleTests,
 ):
     """The whole contract. Subclass it as ``Test<Backend>Contract`` and provide ``backend_spec``.
 
@@ -80,6 +83,7 @@ __all__ = [
     "AbstractForceReleaseTests",
     "AbstractHoldTrustTests",
     "AbstractLeaseTests",
+    "AbstractLifecycleTests",
     "AbstractListingTests",
     "AbstractNameTests",
     "AbstractParityTests",

@@ -111,6 +111,13 @@ class _ScriptConnections:
         self._idle = []
         self._blocking = []
 
+    def take_idle(self) -> list[Any]:
+        """Removes the idle connections, the scripts' and the blocking pops', and returns them
+        (for the caller to close)."""
+        idle, self._idle = self._idle + self._blocking, []
+        self._blocking = []
+        return idle
+
     def _take(self, idle: list[Any] | None = None) -> tuple[Any, bool]:
         """An idle connection (or a new one), and whether it was connected before."""
         try:
@@ -194,9 +201,7 @@ class DirectScripts(_ScriptConnections):
 
     def close(self) -> None:
         """Closes the idle connections; a later call connects again."""
-        idle, self._idle = self._idle + self._blocking, []
-        self._blocking = []
-        for connection in idle:
+        for connection in self.take_idle():
             connection.disconnect()
 
 

@@ -28,9 +28,8 @@ import os
 import random
 import threading
 import time
-import weakref
-from collections.abc import Awaitable, Mapping
-from typing import Any, ClassVar, cast
+from collections.abc import Mapping
+from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
@@ -54,7 +53,8 @@ from locks.deadline import Deadline
 from locks.exceptions import BackendUnavailable, LockLost
 from locks.keys import Key, KeySpec, LockName
 from locks_cache.options import as_bool, as_seconds, as_str, lift_query
-from locks_cache.redis_direct import AsyncDirectScripts, DirectScripts, node_pops
+from locks_cache.redis_async import AsyncState, AsyncStates
+from locks_cache.redis_direct import DirectScripts, node_pops
 
 #: Fencing counters outlive the lease by this long, so a clock stepping back between two
 #: acquisitions still yields a larger token (see ``ACQUIRE``).
@@ -256,29 +256,6 @@ class _KeySet:
         self.wake = base + ":w"
 
 
-class _AsyncState:
-    """A ``redis.asyncio`` client bound to one event loop, with its scripts."""
-
-    def __init__(self, client: Any, exceptions: Any, cluster: bool) -> None:
-        self.client = client
-        self.scripts = {name: client.register_script(src) for name, src in _SCRIPTS.items()}
-        self.direct = None if cluster else AsyncDirectScripts(client.connection_pool, _SCRIPTS, exceptions)
-        self.exceptions = exceptions
-        self.node_pops: dict[str, AsyncDirectScripts] = {}  # cluster: blocking pops per node
-
-    def pops(self, key: str) -> AsyncDirectScripts:
-        """The connections a waiter blocks on for ``key``: on a cluster, those of its node."""
-        if self.direct is not None:
-            return self.direct
-        return node_pops(self.node_pops, self.client.get_node_from_key(key), AsyncDirectScripts, self.exceptions)  # type: ignore[no-any-return]
-
-    def run(self, script: str, keys: list[str], args: list[Any]) -> Awaitable[Any]:
-        """As :meth:`RedisLockBackend._run`, on this loop."""
-        if self.direct is None:
-            return cast("Awaitable[Any]", self.scripts[script](keys, args))
-        return self.direct(script, keys, args)
-
-
 class RedisLockBackend(BaseLockBackend):
     """Locks on Redis (or Valkey, KeyDB, a Redis Cluster): leases with fencing tokens, shared
     locks, waiters woken by the release, and a native asyncio path.
@@ -337,8 +314,7 @@ class RedisLockBackend(BaseLockBackend):
             )
         self.client_kwargs: dict[str, Any] = dict(opts)
         self._keysets: dict[Key, _KeySet] = {}
-        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _AsyncState] = weakref.WeakKeyDictionary()
-        self._async_lock = threading.Lock()
+        self._async = AsyncStates()
         self._infos: dict[object, bytes] = {}
         self._redis = _import_redis()
         self._errors: tuple[type[BaseException], ...] = (
@@ -429,15 +405,11 @@ class RedisLockBackend(BaseLockBackend):
             return self._redis.asyncio.cluster.RedisCluster.from_url(url, **kwargs)
         return self._redis.asyncio.Redis.from_url(url, **kwargs)
 
-    def _astate(self) -> _AsyncState:
-        loop = asyncio.get_running_loop()
-        state = self._async.get(loop)
-        if state is None:
-            with self._async_lock:
-                state = self._async.get(loop)
-                if state is None:
-                    state = self._async[loop] = _AsyncState(self._async_client(), self._redis.exceptions, self.cluster)
-        return state
+    def _astate(self) -> AsyncState:
+        return self._async.get(self._new_astate)
+
+    def _new_astate(self) -> AsyncState:
+        return AsyncState(self._async_client(), _SCRIPTS, self._redis.exceptions, self.cluster)
 
     # -- keys ---------------------------------------------------------------------------------
     def keys_of(self, key: Key) -> _KeySet:
@@ -677,10 +649,14 @@ class RedisLockBackend(BaseLockBackend):
             raise self._unavailable(exc, name) from exc
 
     def close(self) -> None:
-        """Closes the connections the scripts run on, then the client (:meth:`_close_client`)."""
+        """Closes the connections the scripts run on, then the client (:meth:`_close_client`),
+        then the asyncio ones of every event loop (:mod:`locks_cache.redis_async`)."""
         if self._direct is not None:
             self._direct.close()
+        for pops in list(getattr(self, "_node_pops", {}).values()):
+            pops.close()
         self._close_client()
+        self._async.close()
 
     def _close_client(self) -> None:
         if self._client is None:
@@ -696,11 +672,10 @@ class RedisLockBackend(BaseLockBackend):
         super().after_fork()
         if self._direct is not None:
             self._direct.forget()
+        for pops in self._node_pops.values():
+            pops.forget()
         self._node_pops = {}
-        for state in list(self._async.values()):
-            if state.direct is not None:
-                state.direct.forget()
-            state.node_pops = {}
+        self._async.forget()
 
     # -- asyncio, on the loop ---------------------------------------------------------------
     async def _aattempt(self, request: LockRequest, wait_ms: int) -> Hold | int:

@@ -17,6 +17,7 @@ import itertools
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +36,7 @@ RENEW_FRACTION = 1 / 3
 class Keeper:
     def __init__(self) -> None:
         self._cond = threading.Condition(threading.Lock())
-        self._heap: list[tuple[float, int, Entry]] = []
+        self._heap: list[tuple[float, int, weakref.ref[Entry]]] = []
         self._seq = itertools.count()
         self._thread: threading.Thread | None = None
         self._prune_at = 1024
@@ -45,7 +46,8 @@ class Keeper:
         """Start renewing and/or checking ``entry`` (it says which, and how often)."""
         with self._cond:
             heap = self._heap
-            heapq.heappush(heap, (time.monotonic() + entry.keep_every, next(self._seq), entry))
+            # weakly: a released hold must not keep its backend (and connections) alive until due
+            heapq.heappush(heap, (time.monotonic() + entry.keep_every, next(self._seq), weakref.ref(entry)))
             if len(heap) > self._prune_at:
                 self._prune()
             self._wake()
@@ -54,7 +56,7 @@ class Keeper:
         # Released holds stay in the heap until due; with every lease renewed by default, a busy
         # process would pile up thousands of them. Dropping them when the heap has doubled since
         # the last time costs O(1) per watch, amortised.
-        self._heap = [item for item in self._heap if not item[2].stopped]
+        self._heap = [item for item in self._heap if _kept(item[2]) is not None]
         heapq.heapify(self._heap)
         self._prune_at = max(1024, 2 * len(self._heap))
 
@@ -88,22 +90,25 @@ class Keeper:
                     chore[0](*chore[1])
                 except Exception:
                     logger.exception("a keeper task failed")
+                chore = None  # nothing of it stays referenced while the keeper sleeps
                 continue
             with self._cond:
                 if not self._heap:
                     continue
-                due, _, entry = self._heap[0]
+                due, _, ref = self._heap[0]
                 delay = due - time.monotonic()
                 if delay > 0:
                     self._cond.wait(delay)
                     continue
                 heapq.heappop(self._heap)
-            if entry.stopped:
+            entry = _kept(ref)
+            if entry is None:
                 continue
             again = self._service(entry)
+            entry = None  # the keeper sleeps holding no hold, backend or connection
             if again is not None:
                 with self._cond:
-                    heapq.heappush(self._heap, (time.monotonic() + again, next(self._seq), entry))
+                    heapq.heappush(self._heap, (time.monotonic() + again, next(self._seq), ref))
 
     def _service(self, entry: Entry) -> float | None:
         """Renew or check one hold; the delay until the next visit, or None to drop it."""
@@ -135,6 +140,12 @@ class Keeper:
 
             report_lost(entry)
         return None
+
+
+def _kept(ref: weakref.ref[Entry]) -> Entry | None:
+    """The entry behind a heap item, unless it is gone or no longer kept."""
+    entry = ref()
+    return None if entry is None or entry.stopped else entry
 
 
 keeper = Keeper()

@@ -70,6 +70,7 @@ class Entry:
     """
 
     __slots__ = (
+        "__weakref__",
         "backend",
         "count",
         "guard",

@@ -38,6 +38,10 @@ def peers(backend: BaseLockBackend) -> list[BenchSubject]:
         spec = backend.spec()
         label = "locks-pg (no fencing)" if backend.fencing else "locks-pg (fencing)"
         found.append(backend_subject(label, replace(spec, options={**spec.options, "FENCING": not backend.fencing})))
+        if backend.labels:
+            # what naming sessions after their locks costs (two set_config per acquire+release)
+            quiet = replace(spec, options={**spec.options, "LABELS": False})
+            found.append(backend_subject("locks-pg (LABELS=False)", quiet))
     return found
 
 

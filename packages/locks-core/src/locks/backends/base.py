@@ -388,7 +388,7 @@ class BaseLockBackend:
             except asyncio.CancelledError:
                 # On the executor's own future, not the asyncio one: its callback runs even once
                 # the event loop is closed, so a late hold is never leaked.
-                work.add_done_callback(self._release_orphan)
+                work.add_done_callback(_OrphanReleaser(self))
                 raise
             if hold is not None:
                 return hold
@@ -449,6 +449,26 @@ class BaseLockBackend:
         connections shared with the parent (without closing them: they are the parent's), and
         call ``super().after_fork()``."""
         self.holds = HoldRegistry()
+
+
+class _OrphanReleaser:
+    """The done-callback that gives back a hold a cancelled task's worker thread still obtained.
+
+    It refers to the backend weakly: a finished executor future stays in a reference cycle with
+    the asyncio future that wrapped it, and a strong reference from there would keep a dropped
+    backend (and its connections) alive until the cyclic collector runs. While the callback can
+    fire the backend is alive anyway: the worker thread running ``acquire_in_thread`` holds it.
+    """
+
+    __slots__ = ("backend",)
+
+    def __init__(self, backend: BaseLockBackend) -> None:
+        self.backend = weakref.ref(backend)
+
+    def __call__(self, future: Any) -> None:
+        backend = self.backend()
+        if backend is not None:
+            backend._release_orphan(future)
 
 
 @on_fork_in_child(BACKENDS)
