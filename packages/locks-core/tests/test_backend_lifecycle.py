@@ -4,7 +4,6 @@ frees it by reference counting, so nothing of core's may keep it in a reference 
 from __future__ import annotations
 
 import asyncio
-import gc
 import sys
 import time
 import weakref
@@ -14,6 +13,7 @@ from typing import Any, ClassVar
 import pytest
 
 from locks.backends.memory import MemoryLockBackend
+from locks_contract.connections import cyclic_gc_off
 
 
 class ClosingBackend(MemoryLockBackend):
@@ -44,14 +44,8 @@ def _fresh() -> Iterator[None]:
 def no_cyclic_gc() -> Iterator[None]:
     """Only reference counting frees objects meanwhile, as in a process whose collector has not
     run yet."""
-    enabled = gc.isenabled()
-    gc.collect()
-    gc.disable()
-    try:
+    with cyclic_gc_off():
         yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def freed(ref: weakref.ref[Any], within: float = 2.0) -> bool:

@@ -24,24 +24,15 @@ def _connect() -> Any:
 def sessions_of_this_process(url: str) -> int:
     """The server's sessions whose client is this process (``information_schema.PROCESSLIST``,
     matched by client port: other test runs share the server)."""
-    from locks_contract.connections import client_ports
+    from locks_contract.connections import client_ports, processlist_clients
     from locks_mysql.connection import params_from_url
 
     ports = client_ports(int(params_from_url(url).get("port", 3306)))
     conn = _connect()
     try:
-        cursor = conn.cursor()
-        cursor.execute("SELECT HOST FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID()")
-        hosts = [host for (host,) in cursor.fetchall()]
+        return processlist_clients(conn, ports)
     finally:
         conn.close()
-    return sum(1 for host in hosts if _client_port(host) in ports)
-
-
-def _client_port(host: str | None) -> int | None:
-    """The client port of a processlist ``HOST`` (``127.0.0.1:54321``)."""
-    port = (host or "").rpartition(":")[2]
-    return int(port) if port.isdigit() else None
 
 
 @pytest.fixture(scope="session")

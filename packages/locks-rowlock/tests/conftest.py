@@ -63,7 +63,7 @@ def sessions_of_this_process(alias: str) -> int:
     ``SHOW CLIENTS``, MariaDB's processlist; for SQLite, this process's open descriptors."""
     from django.db import connections
 
-    from locks_contract.connections import client_ports, open_descriptors
+    from locks_contract.connections import client_ports, open_descriptors, processlist_clients
 
     entry = connections.settings[alias]
     engine = entry["ENGINE"]
@@ -89,18 +89,9 @@ def sessions_of_this_process(alias: str) -> int:
 
     conn = MySQLdb.connect(host=entry["HOST"], port=port, user=entry["USER"], passwd=entry["PASSWORD"])
     try:
-        cursor = conn.cursor()
-        cursor.execute("SELECT HOST FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID()")
-        hosts = [host for (host,) in cursor.fetchall()]
+        return processlist_clients(conn, ports)
     finally:
         conn.close()
-    return sum(1 for host in hosts if _client_port(host) in ports)
-
-
-def _client_port(host: str | None) -> int | None:
-    """The client port of a processlist ``HOST`` (``127.0.0.1:54321``)."""
-    port = (host or "").rpartition(":")[2]
-    return int(port) if port.isdigit() else None
 
 
 PGBOUNCER = "/usr/sbin/pgbouncer"

@@ -4,7 +4,6 @@ keep a dropped backend alive, and it stops, closing its LISTEN connection, when 
 from __future__ import annotations
 
 import asyncio
-import gc
 import threading
 import time
 import uuid
@@ -14,19 +13,14 @@ from collections.abc import Callable, Iterator
 import pytest
 from conftest import migrate, sessions_of_this_process
 
+from locks_contract.connections import cyclic_gc_off
 from locks_rowlock import RowLockBackend
 
 
 @pytest.fixture
 def no_cyclic_gc() -> Iterator[None]:
-    enabled = gc.isenabled()
-    gc.collect()
-    gc.disable()
-    try:
+    with cyclic_gc_off():
         yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _listeners() -> int:

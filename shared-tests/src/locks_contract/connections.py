@@ -9,7 +9,11 @@ backend without a server counts :func:`open_descriptors`.
 
 from __future__ import annotations
 
+import gc
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 
 def _socket_inodes() -> set[str]:
@@ -45,3 +49,31 @@ def client_ports(server_port: int) -> set[int]:
 def open_descriptors() -> int:
     """How many file descriptors this process has open."""
     return len(os.listdir("/proc/self/fd"))
+
+
+def processlist_clients(connection: Any, ports: set[int]) -> int:
+    """MySQL/MariaDB: the sessions in ``information_schema.PROCESSLIST`` (but the asking one,
+    opened on ``connection``, a DB-API connection) whose client port is one of ``ports``."""
+    cursor = connection.cursor()
+    cursor.execute("SELECT HOST FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID()")
+    return sum(1 for (host,) in cursor.fetchall() if _client_port(host) in ports)
+
+
+def _client_port(host: str | None) -> int | None:
+    """The client port of a processlist ``HOST`` (``127.0.0.1:54321``)."""
+    port = (host or "").rpartition(":")[2]
+    return int(port) if port.isdigit() else None
+
+
+@contextmanager
+def cyclic_gc_off() -> Iterator[None]:
+    """Only reference counting frees objects inside the block, as in a process whose cyclic
+    collector has not run yet (collected once before, enabled again after, if it was)."""
+    enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()

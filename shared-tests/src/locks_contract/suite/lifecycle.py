@@ -22,6 +22,7 @@ import pytest
 from locks.backends.base import BaseLockBackend
 from locks.backends.spec import BackendSpec
 from locks_contract.base import ContractBase
+from locks_contract.connections import cyclic_gc_off
 from locks_contract.suite.basic import _held_elsewhere
 
 Count = Callable[[], int]
@@ -47,14 +48,8 @@ class AbstractLifecycleTests(ContractBase):
     @pytest.fixture
     def without_cyclic_gc(self) -> Iterator[None]:
         """Only reference counting frees objects during the case."""
-        enabled = gc.isenabled()
-        gc.collect()
-        gc.disable()
-        try:
+        with cyclic_gc_off():
             yield
-        finally:
-            if enabled:
-                gc.enable()
 
     # -- cases ----------------------------------------------------------------------------------
     def test_dropped_backends_close_their_connections_at_once(
