@@ -14,8 +14,6 @@ Every state change of a handle is written here once, in :class:`LockBase`; :clas
 
 from __future__ import annotations
 
-import functools
-import inspect
 import os
 import threading
 import time
@@ -30,7 +28,6 @@ from locks.backends.base import FENCING, SHARED, TTL, WATCHDOG, BaseLockBackend,
 from locks.exceptions import LockError, LockLost, LockNotHeld, LockTimeout, NotSupported
 from locks.forking import PID, on_fork_in_child
 from locks.keys import Key, LockName
-from locks.naming import NameBuilder
 from locks.registry import Entry, confirm, current_holder, report_lost, trusted
 
 if TYPE_CHECKING:
@@ -464,60 +461,8 @@ class Lock(LockBase):
 
     # -- decorator --------------------------------------------------------------------------
     def __call__(self, target: F) -> F:
-        if isinstance(target, type):
-            return self._decorate_class(target)  # type: ignore[return-value]
-        if not callable(target):
-            raise TypeError(f"a lock decorates a function or a management command class, not {type(target).__name__}")
-        names = NameBuilder(self._name_spec, target)
-        if inspect.iscoroutinefunction(target):
-            return self._decorate_coroutine(target, names)  # type: ignore[return-value]
+        """Decorate a function, a coroutine function or a management command class: each call
+        takes a fresh handle (see :mod:`locks.decorating`)."""
+        from locks.decorating import decorate
 
-        @functools.wraps(target)
-        def locked_call(*args: Any, **kwargs: Any) -> Any:
-            handle = self._derive(names(args, kwargs))
-            with handle as held:
-                if not held:
-                    return None
-                return target(*args, **kwargs)
-
-        return locked_call  # type: ignore[return-value]
-
-    def _decorate_coroutine(self, target: Callable[..., Any], names: NameBuilder) -> Callable[..., Any]:
-        from locks.aio import AsyncLock
-
-        opts = self._options()
-
-        @functools.wraps(target)
-        async def locked_call(*args: Any, **kwargs: Any) -> Any:
-            handle = AsyncLock(names(args, kwargs), using=self.using, backend=self._backend, **opts)
-            async with handle as held:
-                if not held:
-                    return None
-                return await target(*args, **kwargs)
-
-        return locked_call
-
-    def _decorate_class(self, cls: type) -> type:
-        handle = getattr(cls, "handle", None)
-        if handle is None or not callable(handle):
-            raise TypeError(
-                f"{cls.__qualname__} has no handle() method: only management commands can be decorated as classes"
-            )
-        spec = self._name_spec
-        if spec is None:
-            spec = f"{cls.__module__}.{cls.__qualname__}"
-        cls.handle = self._derive_spec(spec)(handle)  # type: ignore[attr-defined]
-        return cls
-
-    def _derive_spec(self, spec: Any) -> Lock:
-        fresh = type(self).__new__(type(self))
-        fresh.__dict__.update(self.__dict__)
-        fresh._name_spec = spec
-        fresh.name = None
-        fresh._key = None
-        fresh._prepared = None
-        fresh._keeping = (None, 0.0)
-        fresh._stacks = {}
-        fresh._last = None
-        fresh._cached_request = None
-        return fresh
+        return decorate(self, target)
