@@ -131,3 +131,25 @@ def test_keeper_and_holds_are_forgotten_in_a_forked_child(backend: CountingMemor
     assert os.waitstatus_to_exitcode(status) == 0
     assert handle.owned
     handle.release()
+
+
+def test_call_later_runs_in_the_keeper_thread_in_order_of_due_time(backend: CountingMemoryBackend) -> None:
+    ran: list[tuple[str, str, float]] = []
+    done = threading.Event()
+    started = time.monotonic()
+
+    def note(what: str) -> None:
+        ran.append((what, threading.current_thread().name, time.monotonic() - started))
+        if len(ran) == 3:
+            done.set()
+
+    with backend.lock("renewed-meanwhile", ttl=0.3, auto_renew=True):  # entries due in between
+        keeper_module.keeper.call_later(0.4, note, "late")
+        keeper_module.keeper.call_later(0.1, note, "early")
+        keeper_module.keeper.call_soon(note, "now")
+        assert done.wait(5)
+    assert [what for what, _, _ in ran] == ["now", "early", "late"]
+    assert {thread for _, thread, _ in ran} == {"locks-keeper"}
+    early, late = ran[1][2], ran[2][2]
+    assert 0.1 <= early < 0.4 <= late
+    assert backend.extend_calls >= 1  # the renewals went on around the timers

@@ -27,6 +27,7 @@ import locks
 from locks import LockError, LockLost
 from locks_pg import AdvisoryLockBackend
 from locks_pg._testing import pg_url
+from locks_pg.session_scope import IDLE_LABEL_RESET
 
 URL = pg_url()
 pytestmark = pytest.mark.timeout(180)
@@ -56,6 +57,16 @@ def labels(app: str) -> list[str]:
         (app, app + ":%", app + "[%"),
     )
     return [row[0] for row in rows]
+
+
+def eventually(condition: Any, within: float) -> bool:
+    """Whether ``condition()`` comes true within ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def held_by(key: int) -> list[int]:
@@ -359,7 +370,33 @@ class TestLabels:
             with backend.lock(f"{app}-b", timeout=5), backend.lock("é", timeout=5):
                 assert labels(app) == [f"{app}[3]:{app}-a"]
             assert labels(app) == [f"{app}:{app}-a"]
-        assert labels(app) == [app]
+        # the last release renames nothing; the idle session is named back by the keeper's sweep
+        assert eventually(lambda: labels(app) == [app], within=IDLE_LABEL_RESET + 2)
+
+    def test_a_lock_taken_again_soon_costs_no_rename(
+        self, backend: AdvisoryLockBackend, other: AdvisoryLockBackend, app: str
+    ) -> None:
+        name = f"{app}-again"
+        with backend.lock(name, timeout=5):
+            pass
+        (session,) = backend._factory.idle_sessions()
+        assert session.label == f"{app}:{name}"  # kept: the sweep comes later
+        with backend.lock(name, timeout=5):
+            assert labels(app) == [f"{app}:{name}"]
+            assert [h.name for h in backend.holders() if h.key == backend.make_key(name)] == [name]
+        assert other.holders(prefix=name) == []  # a session that holds nothing is in no listing
+        # (the listing above used a second session, named `app`)
+        assert eventually(lambda: set(labels(app)) == {app}, within=IDLE_LABEL_RESET + 2)
+        assert session.label == app
+
+    def test_a_session_taken_before_the_sweep_keeps_its_label(self, backend: AdvisoryLockBackend, app: str) -> None:
+        with backend.lock(f"{app}-first", timeout=5):
+            pass
+        with backend.lock(f"{app}-second", timeout=5):
+            assert labels(app) == [f"{app}:{app}-second"]
+            time.sleep(IDLE_LABEL_RESET + 0.3)  # the sweep runs meanwhile and leaves it alone
+            assert labels(app) == [f"{app}:{app}-second"]
+        assert eventually(lambda: labels(app) == [app], within=IDLE_LABEL_RESET + 2)
 
     def test_asyncio_sessions_too(self, backend: AdvisoryLockBackend, app: str) -> None:
         async def main() -> list[list[str]]:

@@ -41,6 +41,7 @@ class Keeper:
         self._thread: threading.Thread | None = None
         self._prune_at = 1024
         self._chores: collections.deque[tuple[Callable[..., Any], tuple[Any, ...]]] = collections.deque()
+        self._timers: list[tuple[float, int, Callable[..., Any], tuple[Any, ...]]] = []
 
     def watch(self, entry: Entry) -> None:
         """Start renewing and/or checking ``entry`` (it says which, and how often)."""
@@ -67,6 +68,14 @@ class Keeper:
             self._chores.append((func, args))
             self._wake()
 
+    def call_later(self, delay: float, func: Callable[..., Any], *args: Any) -> None:
+        """Run ``func(*args)`` in the keeper's thread in ``delay`` seconds: housekeeping that may
+        wait and is cheaper done once for many events (say, renaming sessions that went idle).
+        Pass what must not be kept alive meanwhile as a weak reference."""
+        with self._cond:
+            heapq.heappush(self._timers, (time.monotonic() + delay, next(self._seq), func, args))
+            self._wake()
+
     def _wake(self) -> None:
         if self._thread is None or not self._thread.is_alive():
             self._thread = threading.Thread(target=self._run, name="locks-keeper", daemon=True)
@@ -82,9 +91,11 @@ class Keeper:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._heap and not self._chores:
+                while not self._heap and not self._chores and not self._timers:
                     self._cond.wait()
                 chore = self._chores.popleft() if self._chores else None
+                if chore is None and self._timers and self._timers[0][0] <= time.monotonic():
+                    chore = heapq.heappop(self._timers)[2:]
             if chore is not None:
                 try:
                     chore[0](*chore[1])
@@ -93,13 +104,21 @@ class Keeper:
                 chore = None  # nothing of it stays referenced while the keeper sleeps
                 continue
             with self._cond:
+                now = time.monotonic()
+                timer_due = self._timers[0][0] if self._timers else None
                 if not self._heap:
+                    if timer_due is not None:
+                        self._cond.wait(max(0.0, timer_due - now))
                     continue
                 due, _, ref = self._heap[0]
-                delay = due - time.monotonic()
+                if timer_due is not None and timer_due < due:
+                    due = timer_due
+                delay = due - now
                 if delay > 0:
                     self._cond.wait(delay)
                     continue
+                if timer_due is not None and timer_due <= self._heap[0][0]:
+                    continue  # the timer is due first: run it as a chore above
                 heapq.heappop(self._heap)
             entry = _kept(ref)
             if entry is None:

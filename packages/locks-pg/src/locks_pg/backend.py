@@ -16,8 +16,11 @@ Two scopes (``OPTIONS['SCOPE']``):
   (:mod:`locks_pg.transaction_scope`). It works behind pgbouncer in transaction pooling mode,
   where session locks cannot.
 
-The session's ``application_name`` says what it holds, and only that: set in the statement that
-takes a lock, reset in the one that releases it.
+The session's ``application_name`` says what it holds: set in the statement that takes a lock,
+changed in the one that releases a lock when others stay held. A session whose last lock is
+released is named ``APPLICATION_NAME`` again within :data:`~locks_pg.session_scope.IDLE_LABEL_RESET`
+(half a second), by one sweep of the idle sessions: taking the same lock again meanwhile costs no
+rename, and a session that holds nothing is in no listing.
 """
 
 from __future__ import annotations
@@ -204,6 +207,7 @@ class AdvisoryLockBackend(SessionScope, AsyncScope, TransactionScope, Administra
         self._fence_ready = not self.fencing
         self._sql_cache: dict[tuple[Any, ...], tuple[str, int]] = {}
         self._labels: dict[LockName, str | None] = {}
+        self._label_reset_due = False  # a sweep of idle sessions' labels is scheduled
         nextval = f"nextval('{self.sequence}')" if self.fencing else "0"
         self._nextval = nextval
 

@@ -375,6 +375,10 @@ class ConnectionFactory:
             conn.close()
         return None
 
+    def idle_sessions(self) -> list[PgConnection]:
+        """A snapshot of the idle sessions (any of them may be taken meanwhile)."""
+        return list(self._idle) if os.getpid() == self._pid else []
+
     def get(self) -> PgConnection:
         """An idle connection when there is one, else a new one."""
         return self.idle() or self.connect()

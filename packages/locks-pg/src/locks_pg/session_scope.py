@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from typing import TYPE_CHECKING, Any, cast
 
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg.types.numeric import Int8
 
+from locks import keeper as keeper_module
 from locks.backends import Hold, LockRequest
 from locks.exceptions import BackendUnavailable, LockError, LockLost
 from locks_pg.connection import AsyncPgConnection, ConnectionFactory, PgConnection, _first_line
@@ -35,6 +37,12 @@ from locks_pg.keys import KEY_SQL
 
 if TYPE_CHECKING:
     from locks.keys import LockName
+
+#: How long a session that holds nothing any more keeps the label of its last lock before it is
+#: named ``APPLICATION_NAME`` again (seconds). Renaming it at once cost the release a second
+#: ``set_config``; a lock taken again meanwhile costs no rename at all, and a session that holds
+#: nothing is not in ``pg_locks``, so no listing reads its label.
+IDLE_LABEL_RESET = 0.5
 
 #: How long a successful watchdog ``SELECT 1`` on a session vouches for all the holds on it.
 CHECK_FRESH = 0.1
@@ -45,6 +53,16 @@ _HELD_BY_PID = (
     "SELECT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.objsubid = 1 "
     f"AND l.granted AND l.pid = %s AND {KEY_SQL} = %s)"
 )
+
+
+_SET_LABEL = "SELECT set_config('application_name', %s, false)"
+
+
+def _reset_idle_labels(ref: weakref.ref[SessionScope]) -> None:
+    # in the keeper's thread; weakly, so a dropped backend is not kept alive until then
+    backend = ref()
+    if backend is not None:
+        backend.reset_idle_labels()
 
 
 def milliseconds(timeout: float) -> str:
@@ -63,6 +81,8 @@ class SessionScope:
         _threads: threading.local
         fencing: bool
         _fence_ready: bool
+        _label_reset_due: bool
+        application_name: str
 
         def _ensure_fencing(self, conn: PgConnection) -> None: ...
         def _acquire_sql(self, shared: bool, wait: bool, timed: bool, label: bool) -> tuple[str, int]: ...
@@ -265,7 +285,9 @@ class SessionScope:
             if conn.dead is not None:
                 raise LockLost(f"the session holding {hold.name!r} ended: {conn.dead}", hold.name)
             label = self.session_label(conn, None)
-            set_label = label is not None and label != conn.label
+            # the last hold: renamed later, in one sweep of the idle sessions (IDLE_LABEL_RESET)
+            stale = label is not None and label != conn.label and not conn.holds
+            set_label = label is not None and label != conn.label and not stale
             params: list[Any] = [Int8(key)]
             if set_label:
                 params.append(label)
@@ -289,8 +311,34 @@ class SessionScope:
                 conn.label = label
         if not conn.holds:
             self._unbind(conn)
+            if stale:
+                self._schedule_label_reset()
         if not row[0]:
             raise LockLost(f"the session no longer held {hold.name!r} at release", hold.name)
+
+    def _schedule_label_reset(self) -> None:
+        if not self._label_reset_due:  # one sweep at a time (a race costs one more, harmlessly)
+            self._label_reset_due = True
+            keeper_module.keeper.call_later(IDLE_LABEL_RESET, _reset_idle_labels, weakref.ref(self))
+
+    def reset_idle_labels(self) -> None:
+        """Name every idle session that still carries the label of its last lock
+        ``APPLICATION_NAME`` again. A session in use is skipped: its next statement sets its
+        label anyway."""
+        self._label_reset_due = False
+        name = self.application_name
+        for conn in self._factory.idle_sessions():
+            if conn.label == name or not conn.mutex.acquire(blocking=False):
+                continue
+            try:
+                if not conn.holds and conn.dead is None and not conn.broken:
+                    conn.execute(_SET_LABEL, [name])
+                    conn.label = name
+            except Exception:  # noqa: BLE001 - a session that cannot be renamed is not worth keeping
+                conn.label = None
+                conn.close()
+            finally:
+                conn.mutex.release()
 
     def check(self, hold: Hold) -> bool:
         """A session lock is held as long as its session lives (only its holder ever unlocks on
