@@ -61,7 +61,7 @@ class TestSettings:
             ({"default": {"BACKEND": "locks.Lock"}}, "not a BaseLockBackend"),
             ({"default": {"BACKEND": "locks_file.FileLockBackend", "OPTIONS": []}}, "OPTIONS"),
             ({"default": {"BACKEND": "locks_file.FileLockBackend", "TIMEOUT": 3}}, "unknown keys"),
-            ({"default": {"BACKEND": "locks_file.FileLockBackend", "OPTIONS": {"NOPE": 1}}}, "unknown OPTIONS"),
+            ({"default": {"BACKEND": "locks_file.FileLockBackend", "OPTIONS": {"NOPE": 1}}}, "NOPE. is not an option"),
         ],
     )
     def test_bad_settings_raise_improperly_configured(self, config: dict[str, Any], message: str) -> None:

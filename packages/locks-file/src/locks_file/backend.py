@@ -41,6 +41,7 @@ from locks.backends import (
     Hold,
     HolderInfo,
     LockRequest,
+    Option,
 )
 from locks.exceptions import BackendUnavailable, LockLost, NotSupported
 from locks.keys import SAFE_CHARS, Key, KeySpec, LockName
@@ -87,6 +88,18 @@ def default_directory() -> str:
     return os.path.join(tempfile.gettempdir(), f"locks-{os.geteuid()}")
 
 
+def _file_mode(value: Any) -> int:
+    """A permission mode: an int (``0o660``) or its octal digits as a string (``"660"``)."""
+    if isinstance(value, str):
+        try:
+            value = int(value, 8)
+        except ValueError:
+            raise ValueError(f"must be an octal permission mode such as '660', not {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, int) or value & ~0o777:
+        raise ValueError(f"must be a permission mode such as 0o600, not {value!r}")
+    return value
+
+
 class FileLockBackend(BaseLockBackend):
     """Locks on one machine with OS file locks; the default backend, no server needed.
 
@@ -95,6 +108,16 @@ class FileLockBackend(BaseLockBackend):
     group-shared directory lets several accounts share locks).
     """
 
+    OPTIONS = (
+        Option(
+            "FILE_MODE",
+            int,
+            0o600,
+            "permissions of the lock files: `0o660` with a group-shared directory lets several accounts "
+            'share locks (a string is octal: `"660"`)',
+            parser=_file_mode,
+        ),
+    )
     capabilities = frozenset(
         {SHARED, FENCING, LISTING, SESSION_BOUND, WATCHDOG} | ({NOTIFY} if inotify.AVAILABLE else set())
     )
@@ -110,19 +133,7 @@ class FileLockBackend(BaseLockBackend):
             raise NotSupported("locks_file uses flock: Linux, macOS and the BSDs are supported, Windows is not")
         if location is not None and not isinstance(location, str):
             raise ImproperlyConfigured("the file backend's LOCATION must be a directory path (str)")
-        mode = self.options.pop("FILE_MODE", 0o600)
-        if isinstance(mode, str):
-            try:
-                mode = int(mode, 8)
-            except ValueError:
-                raise ImproperlyConfigured(
-                    f"FILE_MODE must be an octal permission mode such as '660', not {mode!r}"
-                ) from None
-        if not isinstance(mode, int) or mode & ~0o777:
-            raise ImproperlyConfigured(f"FILE_MODE must be a permission mode such as 0o600, not {mode!r}")
-        self.file_mode = mode
-        if self.options:
-            raise ImproperlyConfigured(f"unknown OPTIONS for the file backend: {sorted(self.options)}")
+        self.file_mode: int = self.settings["FILE_MODE"]
         self._private = location is None
         self.directory = os.path.abspath(location) if location else default_directory()
         self._ready = False

@@ -18,6 +18,7 @@ from locks.backends.base import (
     LockRequest,
     Owner,
 )
+from locks.backends.options import Option, Seconds
 from locks.backends.spec import (
     BackendSpec,
     BenchSubject,
@@ -41,5 +42,7 @@ __all__ = [
     "Hold",
     "HolderInfo",
     "LockRequest",
+    "Option",
     "Owner",
+    "Seconds",
 ]

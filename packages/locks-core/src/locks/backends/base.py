@@ -27,12 +27,13 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import parse_qsl, urlsplit
 
+from locks.backends.options import COMMON_OPTIONS, Option, parse_options
 from locks.backends.spec import BackendSpec
 from locks.deadline import Deadline
 from locks.exceptions import NotSupported
@@ -197,6 +198,12 @@ class BaseLockBackend:
     capabilities: ClassVar[frozenset[str]] = frozenset()
     key_spec: ClassVar[KeySpec] = TEXT
     url_schemes: ClassVar[tuple[str, ...]] = ()
+    #: The OPTIONS this backend takes besides :data:`~locks.backends.options.COMMON_OPTIONS`,
+    #: parsed once by the base class (see :mod:`locks.backends.options`); their values are in
+    #: :attr:`settings`. ``None``: the backend parses :attr:`options` itself.
+    OPTIONS: ClassVar[tuple[Option, ...] | None] = None
+    #: What :meth:`driver_options` are the parameters of, for error messages.
+    driver_name: ClassVar[str] = "the driver"
     #: Lease length for backends with ``ttl``, when a lock gives none; such leases are renewed
     #: in the background unless the lock says ``auto_renew=False`` (see :data:`DEFAULT_LEASE`).
     default_ttl: float | None = DEFAULT_LEASE
@@ -218,12 +225,21 @@ class BaseLockBackend:
         self.alias = alias
         self.location = location
         self._settings = dict(options or {})
-        opts = dict(self._settings)
-        prefix = opts.pop("KEY_PREFIX", "")
-        if not isinstance(prefix, str):
-            raise TypeError("OPTIONS['KEY_PREFIX'] must be a str")
-        self.key_prefix = prefix
-        self.watchdog = bool(opts.pop("WATCHDOG", False))
+        if type(self).OPTIONS is None:
+            opts = dict(self._settings)
+            prefix = opts.pop("KEY_PREFIX", "")
+            if not isinstance(prefix, str):
+                raise TypeError("OPTIONS['KEY_PREFIX'] must be a str")
+            self.settings: Mapping[str, Any] = {"KEY_PREFIX": prefix, "WATCHDOG": bool(opts.pop("WATCHDOG", False))}
+        else:
+            self.settings, opts = type(self).parse_options(self._settings, alias)
+            capabilities = type(self).capabilities_from(self.settings)
+            if capabilities != type(self).capabilities:
+                self.capabilities = capabilities  # type: ignore[misc]
+        self.key_prefix: str = self.settings["KEY_PREFIX"]
+        self.watchdog: bool = self.settings["WATCHDOG"]
+        #: What passes through to the driver (with declared :attr:`OPTIONS`), or every option but
+        #: the common ones (without).
         self.options = opts
         #: The holds taken through this backend, by key and holder (:mod:`locks.registry`).
         self.holds = HoldRegistry()
@@ -231,6 +247,44 @@ class BaseLockBackend:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} alias={self.alias!r} location={self.location!r}>"
+
+    # -- options and capabilities, known without connecting ---------------------------------
+    @classmethod
+    def driver_options(cls) -> Collection[str] | None:
+        """The lower-case keys that pass through to the driver (libpq's, redis-py's), or ``None``
+        when every key must be one of :attr:`OPTIONS`."""
+        return None
+
+    @classmethod
+    def parse_options(
+        cls, options: Mapping[str, Any] | None, alias: str = "default"
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``options`` checked against the declaration: the value of every option (defaults
+        filled in), and what passes through to the driver.
+
+        Raises:
+            ImproperlyConfigured: naming the alias and the option.
+        """
+        return parse_options(
+            COMMON_OPTIONS + (cls.OPTIONS or ()),
+            options,
+            where=f"{cls.__name__} (alias {alias!r})",
+            driver=cls.driver_options(),
+            driver_name=cls.driver_name,
+        )
+
+    @classmethod
+    def capabilities_with(cls, options: Mapping[str, Any] | None = None) -> frozenset[str]:
+        """What a backend of this class built with ``options`` can do, without building it."""
+        if cls.OPTIONS is None:
+            return cls.capabilities
+        return cls.capabilities_from(cls.parse_options(options)[0])
+
+    @classmethod
+    def capabilities_from(cls, settings: Mapping[str, Any]) -> frozenset[str]:
+        """The capabilities given parsed option values: :attr:`capabilities`, unless an option
+        changes them (override, say, to drop ``fencing`` when ``FENCING`` is off)."""
+        return cls.capabilities
 
     # -- construction from a URL -----------------------------------------------------------
     @classmethod

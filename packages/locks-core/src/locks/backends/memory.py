@@ -18,7 +18,6 @@ blocked by a lease also wakes when it runs out.
 from __future__ import annotations
 
 import itertools
-import math
 import os
 import threading
 import time
@@ -29,6 +28,7 @@ from urllib.parse import unquote, urlsplit
 from django.core.exceptions import ImproperlyConfigured
 
 from locks.backends.base import (
+    DEFAULT_LEASE,
     FENCING,
     FORCE_RELEASE,
     LISTING,
@@ -42,13 +42,13 @@ from locks.backends.base import (
     LockRequest,
     Owner,
 )
+from locks.backends.options import Option, Seconds
 from locks.exceptions import LockLost
 from locks.keys import Key, LockName
 
 __all__ = ["MemoryLockBackend", "table_name"]
 
 SCHEME = "memory"
-_OPTIONS = ("DEFAULT_TTL",)
 _EXPIRED = "its lease ran out"
 _FORCED = "it was force-released"
 
@@ -167,17 +167,6 @@ def _empty_tables_after_fork() -> None:
 os.register_at_fork(after_in_child=_empty_tables_after_fork)
 
 
-def _seconds(value: Any, what: str) -> float:
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            raise ImproperlyConfigured(f"OPTIONS[{what!r}] must be a number of seconds, not {value!r}") from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ImproperlyConfigured(f"OPTIONS[{what!r}] must be a positive number of seconds, not {value!r}")
-    return float(value)
-
-
 class MemoryLockBackend(BaseLockBackend):
     """Locks in this process's memory, shared by every backend object with the same table name.
 
@@ -199,6 +188,15 @@ class MemoryLockBackend(BaseLockBackend):
     #: * ``force_release``: the grants of a name are dropped, and their holders learn it;
     #: * ``notify``: a release wakes the waiters of its key at once (no polling);
     #: * ``watchdog``: ``check()`` tells whether a grant still holds, without waiting.
+    OPTIONS: ClassVar[tuple[Option, ...]] = (
+        Option(
+            "DEFAULT_TTL",
+            Seconds,
+            DEFAULT_LEASE,
+            "the lease of a lock that gives no `ttl`, renewed in the background while held",
+            minimum=0.001,
+        ),
+    )
     capabilities: ClassVar[frozenset[str]] = frozenset({TTL, SHARED, FENCING, LISTING, FORCE_RELEASE, NOTIFY, WATCHDOG})
     url_schemes: ClassVar[tuple[str, ...]] = (SCHEME,)
     #: Its locks live in this process: another process (spawned, or a forked child) has its own
@@ -211,14 +209,7 @@ class MemoryLockBackend(BaseLockBackend):
         self, alias: str = "default", location: str | None = None, options: Mapping[str, Any] | None = None
     ) -> None:
         super().__init__(alias, location, options)
-        opts = {str(key).upper(): value for key, value in self.options.items()}
-        if "DEFAULT_TTL" in opts:
-            self.default_ttl = _seconds(opts.pop("DEFAULT_TTL"), "DEFAULT_TTL")
-        if opts:
-            raise ImproperlyConfigured(
-                f"unknown OPTIONS for the memory backend: {sorted(opts)} "
-                f"(known: {', '.join(_OPTIONS)}, KEY_PREFIX, WATCHDOG)"
-            )
+        self.default_ttl = self.settings["DEFAULT_TTL"]
         self.table_name = table_name(location)
         self._table = _table_named(self.table_name)
 
