@@ -218,3 +218,13 @@ class TestProcessesAndRecords:
         finally:
             child.kill()
             child.wait()
+
+
+def test_the_settings_page_shows_the_declared_options() -> None:
+    from pathlib import Path
+
+    from locks.backends.options import options_table
+
+    page = Path(__file__).resolve().parents[3] / "docs" / "pages" / "backends" / "file.md"
+    table = options_table(FileLockBackend.OPTIONS)
+    assert table in page.read_text(encoding="utf-8"), f"docs/pages/backends/file.md must show:\n{table}"

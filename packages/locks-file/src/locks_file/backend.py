@@ -113,9 +113,10 @@ class FileLockBackend(BaseLockBackend):
             "FILE_MODE",
             int,
             0o600,
-            "permissions of the lock files: `0o660` with a group-shared directory lets several accounts "
+            "permissions of new lock files; `0o660` in a group-shared `LOCATION` lets several accounts "
             'share locks (a string is octal: `"660"`)',
             parser=_file_mode,
+            shown_default="0o600",
         ),
     )
     capabilities = frozenset(

@@ -57,6 +57,7 @@ class Option:
             changed) or raises ``ValueError`` saying what is wrong.
         parser: a conversion of its own for a value that is not ``None``, in place of the one
             ``type`` gives (an octal file mode given as a string, say); raises ``ValueError``.
+        shown_default: how the settings page writes the default, when not as Python's ``repr``.
     """
 
     name: str
@@ -68,6 +69,7 @@ class Option:
     choices: tuple[str, ...] = ()
     check: Callable[[Any], Any] | None = None
     parser: Callable[[Any], Any] | None = None
+    shown_default: str | None = None
 
     def __post_init__(self) -> None:
         if self.name != self.name.upper():
@@ -229,6 +231,8 @@ def _type_words(option: Option) -> str:
 
 
 def _default_words(option: Option) -> str:
+    if option.shown_default is not None:
+        return f"`{option.shown_default}`"
     if option.default is None:
         return "not set"
     if isinstance(option.default, str):
