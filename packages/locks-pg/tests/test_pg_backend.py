@@ -19,9 +19,12 @@ from django.db import connections, transaction
 
 import locks
 from locks import LockLost, NotSupported
+from locks.backends import ASYNC_NATIVE, FENCING, WATCHDOG
 from locks_pg import (
+    PG_OPTIONS,
     AdvisoryLockBackend,
     PoolerDetected,
+    TransactionAdvisoryLockBackend,
     TransactionRequired,
     advisory_key,
     key_from_pg_locks,
@@ -76,10 +79,8 @@ def other() -> Iterator[AdvisoryLockBackend]:
 
 
 @pytest.fixture
-def xact() -> Iterator[AdvisoryLockBackend]:
-    backend = AdvisoryLockBackend(
-        alias="xact", options={"database": "default", "SCOPE": "transaction", "FENCING": True}
-    )
+def xact() -> Iterator[TransactionAdvisoryLockBackend]:
+    backend = TransactionAdvisoryLockBackend(alias="xact", options={"database": "default", "FENCING": True})
     yield backend
     backend.close()
 
@@ -144,17 +145,64 @@ class TestOptions:
         "options",
         [
             {"SCOPE": "statement"},
+            {"SCOPE": "transaction"},  # that is the other class
             {"POOLER": "transaction"},
             {"FENCING_SEQUENCE": "x; DROP TABLE y"},
             {"FENCING": "maybe"},
             {"MAX_IDLE": -1},
             {"CONNECT_TIMEOUT": "soon"},
-            {"SCOPE": "transaction"},  # needs a Django database
+            {"FENCNIG": True},  # neither an option nor a libpq parameter
+            {"sslmdoe": "require"},
         ],
     )
     def test_bad_options_are_refused_before_any_connection(self, options: dict[str, Any]) -> None:
         with pytest.raises(ImproperlyConfigured):
             AdvisoryLockBackend(location="postgresql://nobody@127.0.0.1:9/none", options=options)
+
+    def test_a_typo_is_refused_with_the_alias_and_the_closest_spelling(self) -> None:
+        with pytest.raises(ImproperlyConfigured) as info:
+            locks.connect(URL, FENCNIG=True)
+        assert "AdvisoryLockBackend (alias 'url')" in str(info.value)
+        assert "nor a parameter of libpq; did you mean 'FENCING'?" in str(info.value)
+        with pytest.raises(ImproperlyConfigured, match="did you mean 'sslmode'"):
+            AdvisoryLockBackend(location=URL, options={"sslmdoe": "require"})
+
+    def test_libpq_parameters_pass_through(self) -> None:
+        backend = AdvisoryLockBackend(location=URL, options={"sslmode": "disable", "FENCING": True})
+        assert backend.options == {"sslmode": "disable"}
+        with backend.lock(f"libpq-{uuid.uuid4().hex}", timeout=5):
+            pass
+        backend.close()
+
+    def test_the_scope_is_the_class(self) -> None:
+        with pytest.raises(ImproperlyConfigured, match=r"use BACKEND 'locks_pg\.TransactionAdvisoryLockBackend'"):
+            AdvisoryLockBackend(location=URL, options={"SCOPE": "transaction"})
+        with pytest.raises(ImproperlyConfigured, match="set OPTIONS\\['DATABASE'\\]"):
+            TransactionAdvisoryLockBackend(location=URL)
+        AdvisoryLockBackend(location=URL, options={"scope": "Session"}).close()  # says what it is: fine
+
+    def test_capabilities_are_known_from_the_options(self) -> None:
+        assert FENCING in AdvisoryLockBackend.capabilities_with({"FENCING": True})
+        assert FENCING not in AdvisoryLockBackend.capabilities_with()
+        assert WATCHDOG in AdvisoryLockBackend.capabilities_with()
+        assert WATCHDOG not in TransactionAdvisoryLockBackend.capabilities_with({"DATABASE": "default"})
+        assert ASYNC_NATIVE not in TransactionAdvisoryLockBackend.capabilities_with({"DATABASE": "default"})
+        for cls, options in (
+            (AdvisoryLockBackend, {"FENCING": "1"}),
+            (TransactionAdvisoryLockBackend, {"DATABASE": "default"}),
+        ):
+            backend = cls(location=URL, options=options)
+            assert backend.capabilities == cls.capabilities_with(options)
+            backend.close()
+
+    def test_the_settings_page_shows_the_declared_options(self) -> None:
+        from pathlib import Path
+
+        from locks.backends.options import options_table
+
+        page = Path(__file__).resolve().parents[3] / "docs" / "pages" / "backends" / "postgresql.md"
+        table = options_table(PG_OPTIONS)
+        assert table in page.read_text(encoding="utf-8"), f"docs/pages/backends/postgresql.md must show:\n{table}"
 
     def test_a_location_or_a_database_is_needed(self) -> None:
         with pytest.raises(ImproperlyConfigured):
@@ -420,12 +468,12 @@ class TestFencing:
 
 
 class TestTransactionScope:
-    def test_outside_a_transaction_is_a_clear_error(self, xact: AdvisoryLockBackend, name: str) -> None:
+    def test_outside_a_transaction_is_a_clear_error(self, xact: TransactionAdvisoryLockBackend, name: str) -> None:
         with pytest.raises(TransactionRequired, match=r"transaction\.atomic"):
             xact.lock(name).acquire(timeout=0)
 
     def test_held_until_commit_and_released_by_it(
-        self, xact: AdvisoryLockBackend, backend: AdvisoryLockBackend, name: str
+        self, xact: TransactionAdvisoryLockBackend, backend: AdvisoryLockBackend, name: str
     ) -> None:
         with transaction.atomic():
             with xact.lock(name, timeout=5) as held:
@@ -434,7 +482,9 @@ class TestTransactionScope:
             assert backend.lock(name).acquire(timeout=0) is False
         assert not backend.is_locked(backend.make_key(name))
 
-    def test_released_by_rollback(self, xact: AdvisoryLockBackend, backend: AdvisoryLockBackend, name: str) -> None:
+    def test_released_by_rollback(
+        self, xact: TransactionAdvisoryLockBackend, backend: AdvisoryLockBackend, name: str
+    ) -> None:
         class Boom(Exception):
             pass
 
@@ -444,7 +494,7 @@ class TestTransactionScope:
         assert not backend.is_locked(backend.make_key(name))
 
     def test_timed_out_wait_keeps_the_transaction_usable_and_lock_timeout(
-        self, xact: AdvisoryLockBackend, other: AdvisoryLockBackend, name: str
+        self, xact: TransactionAdvisoryLockBackend, other: AdvisoryLockBackend, name: str
     ) -> None:
         with other.lock(name, timeout=5), transaction.atomic():
             with connections["default"].cursor() as cursor:
@@ -457,7 +507,7 @@ class TestTransactionScope:
                 assert cursor.fetchone()[0] == "7s"
 
     def test_a_wait_that_succeeds_restores_lock_timeout(
-        self, xact: AdvisoryLockBackend, other: AdvisoryLockBackend, name: str
+        self, xact: TransactionAdvisoryLockBackend, other: AdvisoryLockBackend, name: str
     ) -> None:
         held = threading.Event()
 
@@ -475,7 +525,7 @@ class TestTransactionScope:
                     assert cursor.fetchone()[0] == "0"
 
     def test_release_after_the_transaction_ended_reports_the_lock_lost(
-        self, xact: AdvisoryLockBackend, name: str
+        self, xact: TransactionAdvisoryLockBackend, name: str
     ) -> None:
         handle = xact.lock(name)
         with transaction.atomic():
@@ -484,7 +534,7 @@ class TestTransactionScope:
             handle.release()
 
     def test_a_lock_left_to_the_commit_is_taken_again_by_the_next_transaction(
-        self, xact: AdvisoryLockBackend, backend: AdvisoryLockBackend, name: str
+        self, xact: TransactionAdvisoryLockBackend, backend: AdvisoryLockBackend, name: str
     ) -> None:
         key = backend.make_key(name)
         first = xact.lock(name)
@@ -500,7 +550,7 @@ class TestTransactionScope:
             first.release()
 
     def test_a_savepoint_rollback_releases_and_is_noticed(
-        self, xact: AdvisoryLockBackend, backend: AdvisoryLockBackend, name: str
+        self, xact: TransactionAdvisoryLockBackend, backend: AdvisoryLockBackend, name: str
     ) -> None:
         class Boom(Exception):
             pass
@@ -518,7 +568,7 @@ class TestTransactionScope:
             with pytest.raises(LockLost):
                 handle.release()
 
-    def test_threads_exclude_each_other(self, xact: AdvisoryLockBackend, name: str) -> None:
+    def test_threads_exclude_each_other(self, xact: TransactionAdvisoryLockBackend, name: str) -> None:
         inside = threading.Event()
         leave = threading.Event()
         result: list[bool] = []
@@ -555,7 +605,7 @@ class TestPgbouncer:
             with pytest.raises(PoolerDetected, match="pooler") as info:
                 backend.lock(name).acquire(timeout=0)
             assert isinstance(info.value, NotSupported)
-            assert "SCOPE='transaction'" in str(info.value)
+            assert "TransactionAdvisoryLockBackend" in str(info.value)
             assert not backend.is_locked(backend.make_key(name))  # plain queries are fine
             # and the backend's session settings did not leak into pgbouncer's server connections
             with psycopg.connect(pgbouncer, autocommit=True) as conn:
@@ -567,9 +617,7 @@ class TestPgbouncer:
     def test_transaction_locks_through_transaction_pooling_work(
         self, pgbouncer: str, backend: AdvisoryLockBackend, name: str
     ) -> None:
-        through = AdvisoryLockBackend(
-            alias="bouncer", options={"database": "bouncer", "SCOPE": "transaction", "FENCING": True}
-        )
+        through = TransactionAdvisoryLockBackend(alias="bouncer", options={"database": "bouncer", "FENCING": True})
         inside = threading.Event()
         leave = threading.Event()
         seen: list[Any] = []

@@ -2,12 +2,21 @@
 ``prioritize`` and views of ``pg_locks``.
 
 ```python
-LOCKS = {"default": {"BACKEND": "locks_pg.AdvisoryLockBackend", "OPTIONS": {"database": "default"}}}
+LOCKS = {
+    "default": {"BACKEND": "locks_pg.AdvisoryLockBackend", "OPTIONS": {"DATABASE": "default"}},
+    "xact": {"BACKEND": "locks_pg.TransactionAdvisoryLockBackend", "OPTIONS": {"DATABASE": "default"}},
+}
 ```
 """
 
 from locks_pg import views
-from locks_pg.backend import AdvisoryLockBackend, TransactionRequired
+from locks_pg.backend import (
+    PG_OPTIONS,
+    AdvisoryLockBackend,
+    PostgreSQLLockBackend,
+    TransactionAdvisoryLockBackend,
+    TransactionRequired,
+)
 from locks_pg.connection import PoolerDetected
 from locks_pg.keys import advisory_key, key_from_pg_locks, pg_locks_ids
 from locks_pg.prioritize import prioritize
@@ -30,6 +39,7 @@ __all__ = [
     "ACCESS_SHARE",
     "EXCLUSIVE",
     "MODES",
+    "PG_OPTIONS",
     "ROW_EXCLUSIVE",
     "ROW_SHARE",
     "SHARE",
@@ -37,6 +47,8 @@ __all__ = [
     "SHARE_UPDATE_EXCLUSIVE",
     "AdvisoryLockBackend",
     "PoolerDetected",
+    "PostgreSQLLockBackend",
+    "TransactionAdvisoryLockBackend",
     "TransactionRequired",
     "advisory_key",
     "key_from_pg_locks",

@@ -39,8 +39,8 @@ def configure_django(extra_databases: dict[str, Any] | None = None) -> None:
         LOCKS={
             "default": {"BACKEND": "locks_pg.AdvisoryLockBackend", "OPTIONS": {"database": "default"}},
             "xact": {
-                "BACKEND": "locks_pg.AdvisoryLockBackend",
-                "OPTIONS": {"database": "default", "SCOPE": "transaction"},
+                "BACKEND": "locks_pg.TransactionAdvisoryLockBackend",
+                "OPTIONS": {"database": "default"},
             },
         },
         USE_TZ=True,

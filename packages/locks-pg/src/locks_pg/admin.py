@@ -22,7 +22,7 @@ _THIS_DATABASE = "l.database = (SELECT oid FROM pg_database WHERE datname = curr
 
 
 class Administration:
-    """What :class:`~locks_pg.AdvisoryLockBackend` answers about locks, its own and others'."""
+    """What the PostgreSQL backends answer about locks, their own and others'."""
 
     if TYPE_CHECKING:
         _factory: ConnectionFactory

@@ -1,8 +1,6 @@
-"""PostgreSQL advisory locks: :class:`AdvisoryLockBackend`.
+"""PostgreSQL advisory locks, in two backend classes, one per scope:
 
-Two scopes (``OPTIONS['SCOPE']``):
-
-* ``"session"`` (default): each hold is a session advisory lock on a connection the backend
+* :class:`AdvisoryLockBackend`: each hold is a session advisory lock on a connection the backend
   owns (see :mod:`locks_pg.connection`). A thread's holds share its one session
   (:mod:`locks_pg.session_scope`), an event loop's tasks share a few
   (:mod:`locks_pg.asyncio_scope`): sessions scale with the threads and loops that hold or wait,
@@ -11,10 +9,12 @@ Two scopes (``OPTIONS['SCOPE']``):
   threads wait on the server (``pg_advisory_lock`` under a statement-local ``lock_timeout``),
   so a waiter is woken by the release itself, without polling. The fencing token (``FENCING``)
   comes from a sequence in the same statement: no extra round trip.
-* ``"transaction"``: ``pg_advisory_xact_lock`` in the caller's open Django transaction
-  (``OPTIONS['database']``), released by PostgreSQL at commit or rollback
+* :class:`TransactionAdvisoryLockBackend`: ``pg_advisory_xact_lock`` in the caller's open Django
+  transaction (``OPTIONS['DATABASE']``), released by PostgreSQL at commit or rollback
   (:mod:`locks_pg.transaction_scope`). It works behind pgbouncer in transaction pooling mode,
   where session locks cannot.
+
+Both take the options of :class:`PostgreSQLLockBackend`, declared once there.
 
 The session's ``application_name`` says what it holds: set in the statement that takes a lock,
 changed in the one that releases a lock when others stay held. A session whose last lock is
@@ -30,9 +30,10 @@ import re
 import threading
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import psycopg
 from django.core.exceptions import ImproperlyConfigured
 from psycopg import errors as pg_errors
 
@@ -49,7 +50,10 @@ from locks.backends import (
     BaseLockBackend,
     Hold,
     LockRequest,
+    Option,
+    Seconds,
 )
+from locks.backends.options import COMMON_OPTIONS
 from locks.keys import Key, KeySpec, LockName
 from locks_pg.admin import Administration
 from locks_pg.asyncio_scope import AsyncScope
@@ -57,7 +61,14 @@ from locks_pg.connection import AsyncPgConnection, ConnectionFactory, PgConnecti
 from locks_pg.session_scope import SessionScope
 from locks_pg.transaction_scope import TransactionRequired, TransactionScope
 
-__all__ = ["AdvisoryLockBackend", "PoolerDetected", "TransactionRequired"]
+__all__ = [
+    "PG_OPTIONS",
+    "AdvisoryLockBackend",
+    "PoolerDetected",
+    "PostgreSQLLockBackend",
+    "TransactionAdvisoryLockBackend",
+    "TransactionRequired",
+]
 
 SESSION = "session"
 TRANSACTION = "transaction"
@@ -65,144 +76,135 @@ DEFAULT_SEQUENCE = "locks_pg_fencing_token"
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$")
 # application_name keeps 63 printable ASCII bytes: longer or other names are not labelled.
 _LABEL_MAX = 63
-_OUR_OPTIONS = frozenset(
-    {
-        "database",
-        "scope",
-        "fencing",
-        "fencing_sequence",
-        "pooler",
-        "max_idle",
-        "connect_timeout",
-        "application_name",
-        "keepalive",
-        "keys",
-        "labels",
-        "async_sessions",
-        "async_waits",
-    }
+#: libpq's own connection parameters: any other key that is not an option is refused.
+_LIBPQ_KEYS = frozenset(option.keyword.decode() for option in psycopg.pq.Conninfo.get_defaults())
+
+
+def _application_name(value: str) -> str:
+    if not value.isascii() or len(value) > 32:
+        raise ValueError(f"must be ASCII text of at most 32 characters, not {value!r}")
+    return value
+
+
+def _sequence_name(value: str) -> str:
+    if not _IDENTIFIER.match(value):
+        raise ValueError(f"must be a plain SQL identifier (schema.name allowed), not {value!r}")
+    return value.lower()
+
+
+def _database_alias(value: str) -> str:
+    _check_database_alias(value)
+    return value
+
+
+#: The options both scopes take.
+PG_OPTIONS: tuple[Option, ...] = (
+    Option(
+        "DATABASE",
+        str,
+        None,
+        "the `DATABASES` alias whose connection settings are used (or give `LOCATION`)",
+        check=_database_alias,
+    ),
+    Option(
+        "SCOPE",
+        str,
+        None,
+        'the scope of the backend class: `AdvisoryLockBackend` is `"session"`, '
+        '`TransactionAdvisoryLockBackend` is `"transaction"` ([Scopes](#scopes))',
+        choices=(SESSION, TRANSACTION),
+    ),
+    Option("FENCING", bool, False, "draw fencing tokens from the sequence ([Fencing tokens](#fencing-tokens))"),
+    Option(
+        "FENCING_SEQUENCE",
+        str,
+        DEFAULT_SEQUENCE,
+        "the sequence (`schema.name` allowed)",
+        check=_sequence_name,
+    ),
+    Option("POOLER", str, None, '`"session"`: allow a pooler that pins client sessions', choices=(SESSION,)),
+    Option("MAX_IDLE", int, 8, "idle sessions kept for reuse by threads, per backend and process", minimum=0),
+    Option("ASYNC_SESSIONS", int, 4, "holding sessions per event loop ([Asyncio](#asyncio))", minimum=1),
+    Option("ASYNC_WAITS", int, 4, "sessions waiting on the server per event loop", minimum=1),
+    Option("CONNECT_TIMEOUT", Seconds, 5.0, "seconds before `BackendUnavailable`", minimum=0.1),
+    Option(
+        "APPLICATION_NAME",
+        str,
+        "locks",
+        "prefix of the holding sessions' `application_name` (ASCII, at most 32 characters)",
+        check=_application_name,
+    ),
+    Option(
+        "LABELS",
+        bool,
+        True,
+        "name holding sessions `<APPLICATION_NAME>:<lock name>` (`[<n>]` when several); "
+        "`False` keeps names out of `pg_stat_activity`",
+    ),
+    Option("KEEPALIVE", int, 10, "TCP keepalive idle seconds, client and server side", minimum=1),
+    Option("KEYS", str, "locks", '`"django-pglock"` for its key function', choices=("locks", "django-pglock")),
 )
 
 
-def _as_bool(value: Any, option: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-        return value.lower() in ("1", "true", "yes", "on")
-    raise ImproperlyConfigured(f"OPTIONS[{option!r}] must be a bool, not {value!r}")
+class PostgreSQLLockBackend(Administration, BaseLockBackend):
+    """What both scopes share: the options, the statements, fencing, labels and listings.
 
-
-def _as_number(value: Any, option: str, cast: type, minimum: float) -> Any:
-    try:
-        number = cast(value)
-    except (TypeError, ValueError):
-        raise ImproperlyConfigured(f"OPTIONS[{option!r}] must be a number, not {value!r}") from None
-    if isinstance(value, bool) or not number >= minimum:
-        raise ImproperlyConfigured(f"OPTIONS[{option!r}] must be at least {minimum}, not {value!r}")
-    return number
-
-
-class AdvisoryLockBackend(SessionScope, AsyncScope, TransactionScope, Administration, BaseLockBackend):
-    """PostgreSQL advisory locks (psycopg 3).
-
-    ``LOCATION``: a ``postgresql://`` URL or libpq conninfo; or ``OPTIONS['database']``: a Django
+    ``LOCATION``: a ``postgresql://`` URL or libpq conninfo; or ``OPTIONS['DATABASE']``: a Django
     ``DATABASES`` alias whose settings are used to open the backend's own connections.
-
-    ``OPTIONS`` (keys case-insensitive; any other key is passed to libpq, e.g. ``sslmode``):
-
-    * ``SCOPE``: ``"session"`` (default) or ``"transaction"`` (see the module docstring);
-    * ``FENCING`` (default ``False``): fencing tokens from the sequence ``FENCING_SEQUENCE``
-      (default ``locks_pg_fencing_token``, created when missing, or by the ``locks_pg`` app's
-      migration). Off by default: one acquisition in 32 then waits for a WAL flush;
-    * ``POOLER``: ``"session"`` to allow a pooler that pins each client to one server session
-      (pgbouncer in session mode); any other pooler is refused for session locks;
-    * ``MAX_IDLE`` (8): idle connections kept for reuse; ``CONNECT_TIMEOUT`` (5 s);
-      ``ASYNC_SESSIONS`` (4) and ``ASYNC_WAITS`` (4): the most holding and waiting sessions of
-      one event loop (see :mod:`locks_pg.asyncio_scope`);
-      ``APPLICATION_NAME`` (``"locks"``): a session holding one lock is named
-      ``<it>:<lock name>``, one holding ``n`` locks ``<it>[n]:<the oldest one's name>``, one holding
-      nothing ``<it>``, so ``pg_stat_activity`` and :meth:`holders` show lock names; ``KEEPALIVE`` (10 s): TCP
-      keepalive idle time on both ends, so a dead holder's locks are freed soon; ``LABELS``
-      (``True``): ``False`` keeps lock names out of ``application_name`` (other database users can
-      read it), at the price of nameless listings;
-    * ``KEYS``: ``"locks"`` (default, :func:`locks.keys.int64_of`) or ``"django-pglock"`` (its
-      key function, to share locks with code still using django-pglock).
+    ``OPTIONS``: :data:`PG_OPTIONS` (keys in any case), and libpq's own parameters (``sslmode``,
+    ``sslrootcert``...), passed through; any other key is refused.
     """
 
-    capabilities = frozenset({SHARED, FENCING, LISTING, FORCE_RELEASE, SESSION_BOUND, NOTIFY, WATCHDOG, ASYNC_NATIVE})
+    OPTIONS = PG_OPTIONS
     key_spec = KeySpec(kind="int64", accepts_int_names=True)
-    url_schemes = ("postgresql", "postgres")
+    driver_name = "libpq"
+    #: The scope of the class's locks (``OPTIONS['SCOPE']`` may only repeat it).
+    scope: ClassVar[str]
+
+    @classmethod
+    def driver_options(cls) -> frozenset[str]:
+        return _LIBPQ_KEYS
+
+    @classmethod
+    def capabilities_from(cls, settings: Mapping[str, Any]) -> frozenset[str]:
+        """Without ``FENCING``, no fencing tokens."""
+        return cls.capabilities if settings["FENCING"] else cls.capabilities - {FENCING}
 
     def __init__(
         self, alias: str = "default", location: str | None = None, options: Mapping[str, Any] | None = None
     ) -> None:
         super().__init__(alias, location, options)
-        ours: dict[str, Any] = {}
-        libpq: dict[str, Any] = {}
-        for key, value in self.options.items():
-            if not isinstance(key, str):
-                raise ImproperlyConfigured(f"OPTIONS keys must be str, not {key!r}")
-            if key.lower() in _OUR_OPTIONS:
-                ours[key.lower()] = value
-            else:
-                libpq[key] = value
+        settings = self.settings
         if location is not None and not isinstance(location, str):
             raise ImproperlyConfigured("LOCATION must be a postgresql:// URL or a libpq conninfo string")
-        self.database: str | None = ours.get("database")
-        if self.database is not None and not isinstance(self.database, str):
-            raise ImproperlyConfigured("OPTIONS['database'] must be a DATABASES alias (str)")
-        if self.database is not None:
-            _check_database_alias(self.database)
+        self.database: str | None = settings["DATABASE"]
         if location is None and self.database is None:
             raise ImproperlyConfigured(
-                "AdvisoryLockBackend needs LOCATION (a postgresql:// URL) or OPTIONS['database'] (a DATABASES alias)"
+                f"{type(self).__name__} needs LOCATION (a postgresql:// URL) or OPTIONS['DATABASE'] (a DATABASES alias)"
             )
-        scope = str(ours.get("scope", SESSION)).lower()
-        if scope not in (SESSION, TRANSACTION):
-            raise ImproperlyConfigured(f"OPTIONS['SCOPE'] must be 'session' or 'transaction', not {scope!r}")
-        if scope == TRANSACTION and self.database is None:
+        if settings["SCOPE"] not in (None, self.scope):
+            other = TransactionAdvisoryLockBackend if self.scope == SESSION else AdvisoryLockBackend
             raise ImproperlyConfigured(
-                "SCOPE='transaction' locks in the caller's Django transaction: set OPTIONS['database']"
+                f"{type(self).__name__} (alias {alias!r}) locks in {self.scope} scope: for "
+                f"SCOPE={settings['SCOPE']!r}, use BACKEND 'locks_pg.{other.__name__}'"
             )
-        self.scope = scope
-        self.fencing = _as_bool(ours.get("fencing", False), "FENCING")
-        sequence = ours.get("fencing_sequence", DEFAULT_SEQUENCE)
-        if not isinstance(sequence, str) or not _IDENTIFIER.match(sequence):
-            raise ImproperlyConfigured(f"OPTIONS['FENCING_SEQUENCE'] must be a plain SQL identifier, not {sequence!r}")
-        self.sequence = sequence.lower()
-        pooler = ours.get("pooler")
-        if pooler not in (None, "session"):
-            raise ImproperlyConfigured(
-                f"OPTIONS['POOLER'] may only be 'session' (a pooler that pins client sessions), not {pooler!r}"
-            )
-        app_name = ours.get("application_name", "locks")
-        if not isinstance(app_name, str) or not app_name.isascii() or len(app_name) > 32:
-            raise ImproperlyConfigured("OPTIONS['APPLICATION_NAME'] must be ASCII text of at most 32 characters")
-        self.application_name = app_name
-        self.labels = _as_bool(ours.get("labels", True), "LABELS")
-        keys = str(ours.get("keys", "locks")).lower()
-        if keys not in ("locks", "django-pglock"):
-            raise ImproperlyConfigured(f"OPTIONS['KEYS'] must be 'locks' or 'django-pglock', not {keys!r}")
-        self.pglock_keys = keys == "django-pglock"
-        caps = set(type(self).capabilities)
-        if not self.fencing:
-            caps.discard(FENCING)
-        if scope == TRANSACTION:
-            caps.discard(WATCHDOG)  # the hold is on the caller's connection: no other thread may use it
-            caps.discard(ASYNC_NATIVE)  # Django's transactions are synchronous
-        self.capabilities = frozenset(caps)  # type: ignore[misc]
+        self.fencing: bool = settings["FENCING"]
+        self.sequence: str = settings["FENCING_SEQUENCE"]
+        self.application_name: str = settings["APPLICATION_NAME"]
+        self.labels: bool = settings["LABELS"]
+        self.pglock_keys = settings["KEYS"] == "django-pglock"
         self._factory = ConnectionFactory(
             _strip_our_query(location) if location else None,
-            libpq,
+            self.options,  # libpq's parameters
             database=self.database,
-            connect_timeout=_as_number(ours.get("connect_timeout", 5.0), "CONNECT_TIMEOUT", float, 0.1),
-            max_idle=_as_number(ours.get("max_idle", 8), "MAX_IDLE", int, 0),
-            application_name=app_name,
-            allow_pooler=pooler == "session",
-            keepalive=_as_number(ours.get("keepalive", 10), "KEEPALIVE", int, 1),
+            connect_timeout=settings["CONNECT_TIMEOUT"],
+            max_idle=settings["MAX_IDLE"],
+            application_name=self.application_name,
+            allow_pooler=settings["POOLER"] == SESSION,
+            keepalive=settings["KEEPALIVE"],
         )
-        self.async_sessions = _as_number(ours.get("async_sessions", 4), "ASYNC_SESSIONS", int, 1)
-        self.async_waits = _as_number(ours.get("async_waits", 4), "ASYNC_WAITS", int, 1)
+        self.async_sessions: int = settings["ASYNC_SESSIONS"]
+        self.async_waits: int = settings["ASYNC_WAITS"]
         self._threads = threading.local()  # each thread's sessions: see locks_pg.session_scope
         self._fence_ready = not self.fencing
         self._sql_cache: dict[tuple[Any, ...], tuple[str, int]] = {}
@@ -211,24 +213,9 @@ class AdvisoryLockBackend(SessionScope, AsyncScope, TransactionScope, Administra
         nextval = f"nextval('{self.sequence}')" if self.fencing else "0"
         self._nextval = nextval
 
-    def spec(self) -> BackendSpec:
-        """A recipe for another process. Session scope on a ``DATABASES`` alias becomes the
-        alias's connection settings, so the worker needs no Django settings; transaction scope
-        needs them (the worker runs Django's set-up from ``DJANGO_SETTINGS_MODULE``)."""
-        base = super().spec()
-        if self.database is None:
-            return base
-        if self.scope == TRANSACTION:
-            return replace(base, setup=base.setup or "locks.bench.setup_django")
-        from psycopg.conninfo import make_conninfo
-
-        params = {k: v for k, v in self._factory.resolved_params().items() if v is not None}
-        options = {k: v for k, v in self._settings.items() if k.lower() != "database"}
-        return replace(base, location=make_conninfo(**params), options=options)
-
     @classmethod
-    def from_url(cls, url: str, alias: str = "default", **options: Any) -> AdvisoryLockBackend:
-        """``postgresql://user@host:5432/db?SCOPE=session&sslmode=require``: the backend's own
+    def from_url(cls, url: str, alias: str = "default", **options: Any) -> PostgreSQLLockBackend:
+        """``postgresql://user@host:5432/db?FENCING=true&sslmode=require``: the backend's own
         options are taken from the query, libpq's stay in the URL."""
         query = {k: v for k, v in parse_qsl(urlsplit(url).query) if k.lower() in _OUR_OPTIONS}
         return cls(alias=alias, location=url, options={**query, **options})
@@ -361,41 +348,6 @@ class AdvisoryLockBackend(SessionScope, AsyncScope, TransactionScope, Administra
             "run the locks_pg migration, or set OPTIONS['FENCING'] = False"
         )
 
-    # -- the primitives -----------------------------------------------------------------------
-    def try_acquire(self, request: LockRequest) -> Hold | None:
-        if self.scope == TRANSACTION:
-            return self._xact_try(request)
-        return self._session_acquire(request, 0)
-
-    def acquire(self, request: LockRequest, timeout: float | None) -> Hold | None:
-        if self.scope == TRANSACTION:
-            return self._xact_acquire(request, timeout)
-        return self._session_acquire(request, timeout)
-
-    def release(self, hold: Hold) -> None:
-        if self.scope == TRANSACTION:
-            self._xact_release(hold)
-            return
-        SessionScope.release(self, hold)
-
-    def check(self, hold: Hold) -> bool:
-        if self.scope == TRANSACTION:
-            return True
-        return SessionScope.check(self, hold)
-
-    async def aacquire(self, request: LockRequest, timeout: float | None) -> Hold | None:
-        """Session scope: on the event loop's shared sessions (psycopg's ``AsyncConnection``), so
-        a waiting task costs no thread; transaction scope waits in worker threads."""
-        if self.scope == TRANSACTION:
-            return await super().aacquire(request, timeout)
-        return await self._session_aacquire(request, timeout)
-
-    async def arelease(self, hold: Hold) -> None:
-        if not isinstance(hold.data, AsyncPgConnection):
-            await super().arelease(hold)
-            return
-        await self._session_arelease(hold)
-
     def close(self) -> None:
         """Close the sessions that hold nothing (those with holds stay until released)."""
         factory = getattr(self, "_factory", None)  # also from __del__ of a half-built backend
@@ -412,6 +364,96 @@ class AdvisoryLockBackend(SessionScope, AsyncScope, TransactionScope, Administra
         return self._factory
 
 
+class AdvisoryLockBackend(SessionScope, AsyncScope, PostgreSQLLockBackend):
+    """PostgreSQL session advisory locks (psycopg 3) on sessions the backend owns: a thread's
+    holds share its session, an event loop's tasks share a few (:mod:`locks_pg.session_scope`,
+    :mod:`locks_pg.asyncio_scope`). Options: :data:`PG_OPTIONS`.
+    """
+
+    #: * ``shared``, ``fencing`` (with ``FENCING``), ``listing`` (``pg_locks``), ``force_release``
+    #:   (``pg_terminate_backend`` of the holding session);
+    #: * ``session_bound``: PostgreSQL releases a session's locks when it ends;
+    #: * ``notify``: a waiter waits on the server, woken by the release;
+    #: * ``watchdog``: ``check()`` asks the holding session (or ``pg_locks``);
+    #: * ``async_native``: the asyncio API runs on psycopg's ``AsyncConnection``.
+    capabilities = frozenset({SHARED, FENCING, LISTING, FORCE_RELEASE, SESSION_BOUND, NOTIFY, WATCHDOG, ASYNC_NATIVE})
+    scope = SESSION
+
+    def spec(self) -> BackendSpec:
+        """A recipe for another process. On a ``DATABASES`` alias it carries the alias's
+        connection settings, so the worker needs no Django settings."""
+        base = super().spec()
+        if self.database is None:
+            return base
+        from psycopg.conninfo import make_conninfo
+
+        params = {k: v for k, v in self._factory.resolved_params().items() if v is not None}
+        options = {k: v for k, v in self._settings.items() if k.lower() != "database"}
+        return replace(base, location=make_conninfo(**params), options=options)
+
+    def try_acquire(self, request: LockRequest) -> Hold | None:
+        return self._session_acquire(request, 0)
+
+    def acquire(self, request: LockRequest, timeout: float | None) -> Hold | None:
+        return self._session_acquire(request, timeout)
+
+    async def aacquire(self, request: LockRequest, timeout: float | None) -> Hold | None:
+        """On the event loop's shared sessions (psycopg's ``AsyncConnection``): a waiting task
+        costs no thread."""
+        return await self._session_aacquire(request, timeout)
+
+    async def arelease(self, hold: Hold) -> None:
+        if not isinstance(hold.data, AsyncPgConnection):
+            await super().arelease(hold)  # taken through the synchronous API
+            return
+        await self._session_arelease(hold)
+
+
+class TransactionAdvisoryLockBackend(TransactionScope, PostgreSQLLockBackend):
+    """PostgreSQL transaction advisory locks: ``pg_advisory_xact_lock`` in the caller's open
+    Django transaction on ``OPTIONS['DATABASE']``, released by PostgreSQL at commit or rollback
+    (:mod:`locks_pg.transaction_scope`). Works behind pgbouncer's transaction pooling.
+    Options: :data:`PG_OPTIONS`.
+    """
+
+    #: As :class:`AdvisoryLockBackend`, but no ``watchdog`` (the hold is on the caller's
+    #: connection, which no other thread may use) and no ``async_native`` (Django's
+    #: transactions are synchronous).
+    capabilities = AdvisoryLockBackend.capabilities - {WATCHDOG, ASYNC_NATIVE}
+    scope = TRANSACTION
+
+    def __init__(
+        self, alias: str = "default", location: str | None = None, options: Mapping[str, Any] | None = None
+    ) -> None:
+        super().__init__(alias, location, options)
+        if self.database is None:
+            raise ImproperlyConfigured(
+                f"TransactionAdvisoryLockBackend (alias {alias!r}) locks in the caller's Django transaction: "
+                "set OPTIONS['DATABASE'] to its DATABASES alias"
+            )
+
+    def spec(self) -> BackendSpec:
+        """A recipe for another process, which runs Django's set-up (``DJANGO_SETTINGS_MODULE``)
+        to find the alias."""
+        base = super().spec()
+        return replace(base, setup=base.setup or "locks.bench.setup_django")
+
+    def try_acquire(self, request: LockRequest) -> Hold | None:
+        return self._xact_try(request)
+
+    def acquire(self, request: LockRequest, timeout: float | None) -> Hold | None:
+        return self._xact_acquire(request, timeout)
+
+    def release(self, hold: Hold) -> None:
+        self._xact_release(hold)
+
+    def check(self, hold: Hold) -> bool:
+        return True  # held until the transaction ends, which the registry learns from Django
+
+
+_OUR_OPTIONS = frozenset(option.name.lower() for option in COMMON_OPTIONS + PG_OPTIONS)
+
+
 def _check_database_alias(alias: str) -> None:
     """Refuse an alias that is not a PostgreSQL database early (``manage.py check`` sees it)."""
     from django.conf import settings
@@ -419,12 +461,12 @@ def _check_database_alias(alias: str) -> None:
     if not settings.configured:
         return  # checked again when the first connection is opened
     if alias not in settings.DATABASES:
-        raise ImproperlyConfigured(f"OPTIONS['database'] = {alias!r} is not an alias of DATABASES")
+        raise ValueError(f"= {alias!r} is not an alias of DATABASES")
     from django.db import connections
 
     vendor = connections[alias].vendor
     if vendor != "postgresql":
-        raise ImproperlyConfigured(f"DATABASES[{alias!r}] is {vendor}, not PostgreSQL: advisory locks need PostgreSQL")
+        raise ValueError(f"= {alias!r} is a {vendor} database, not PostgreSQL: advisory locks need PostgreSQL")
 
 
 def _strip_our_query(location: str) -> str:

@@ -16,15 +16,15 @@ from locks.backends import BaseLockBackend, BenchSubject
 from locks.keys import int64_of
 
 if TYPE_CHECKING:
-    from locks_pg.backend import AdvisoryLockBackend
+    from locks_pg.backend import PostgreSQLLockBackend
 
 
 def peers(backend: BaseLockBackend) -> list[BenchSubject]:
     """The raw psycopg floor, django-pglock where installed, and the other fencing setting."""
     from locks.bench import backend_subject
-    from locks_pg.backend import AdvisoryLockBackend
+    from locks_pg.backend import AdvisoryLockBackend, PostgreSQLLockBackend
 
-    if not isinstance(backend, AdvisoryLockBackend):
+    if not isinstance(backend, PostgreSQLLockBackend):
         return []
     url = _url_of(backend)
     found = [BenchSubject("raw psycopg", "locks_pg.bench:RawAdvisoryLock", {"url": url}, floor=True)]
@@ -34,18 +34,18 @@ def peers(backend: BaseLockBackend) -> list[BenchSubject]:
         pass
     else:
         found.append(BenchSubject("django-pglock", "locks_pg.bench:DjangoPglockPeer", {"url": url}))
-    if backend.scope == "session":
+    if isinstance(backend, AdvisoryLockBackend):
         spec = backend.spec()
         label = "locks-pg (no fencing)" if backend.fencing else "locks-pg (fencing)"
         found.append(backend_subject(label, replace(spec, options={**spec.options, "FENCING": not backend.fencing})))
         if backend.labels:
-            # what naming sessions after their locks costs (two set_config per acquire+release)
+            # what naming sessions after their locks costs
             quiet = replace(spec, options={**spec.options, "LABELS": False})
             found.append(backend_subject("locks-pg (LABELS=False)", quiet))
     return found
 
 
-def _url_of(backend: AdvisoryLockBackend) -> str:
+def _url_of(backend: PostgreSQLLockBackend) -> str:
     if backend.location:
         return backend.location.split("?", 1)[0]
     from locks_pg._testing import url_of_database

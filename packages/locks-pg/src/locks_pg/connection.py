@@ -356,8 +356,9 @@ class ConnectionFactory:
                 "a connection pooler sits between locks and PostgreSQL (the session's pg_backend_pid() "
                 f"{conn.pid} differs from the pid {conn.raw.info.backend_pid} given at connect): under "
                 "transaction pooling (pgbouncer) a session advisory lock stays on a server connection that "
-                "other clients then use. Connect to PostgreSQL directly, use SCOPE='transaction', or set "
-                "OPTIONS['POOLER']='session' if the pooler pins each client to one server session."
+                "other clients then use. Connect to PostgreSQL directly, use "
+                "locks_pg.TransactionAdvisoryLockBackend, or set OPTIONS['POOLER']='session' if the pooler "
+                "pins each client to one server session."
             )
 
     def idle(self) -> PgConnection | None:

@@ -41,7 +41,7 @@ class _XactHold:
 
 
 class TransactionScope:
-    """The transaction-scope primitives of :class:`~locks_pg.AdvisoryLockBackend`."""
+    """The transaction-scope primitives of :class:`~locks_pg.TransactionAdvisoryLockBackend`."""
 
     if TYPE_CHECKING:
         database: str | None

@@ -27,7 +27,7 @@ from locks.keys import int64_of
 from locks_pg.keys import KEY_SQL
 
 if TYPE_CHECKING:
-    from locks_pg.backend import AdvisoryLockBackend
+    from locks_pg.backend import PostgreSQLLockBackend
 
 __all__ = ["PgLock", "advisory_locks", "blocked", "locks"]
 
@@ -83,7 +83,7 @@ class PgLock:
     blocked_by: tuple[int, ...] = ()
 
 
-def _runner(source: str | AdvisoryLockBackend | Runner) -> Runner:
+def _runner(source: str | PostgreSQLLockBackend | Runner) -> Runner:
     if callable(source) and not hasattr(source, "connection_factory"):
         return source
     if isinstance(source, str):
@@ -133,7 +133,7 @@ def _rows(run: Runner, where: str, application_name: str) -> list[PgLock]:
     return result
 
 
-def locks(source: str | AdvisoryLockBackend = "default", *, application_name: str = "locks") -> list[PgLock]:
+def locks(source: str | PostgreSQLLockBackend = "default", *, application_name: str = "locks") -> list[PgLock]:
     """Every lock of the current database (held ones first). ``source``: a ``DATABASES`` alias or
     an :class:`~locks_pg.AdvisoryLockBackend`. Advisory lock names are checked against their key
     (without ``KEY_PREFIX``; the backend's ``holders()`` checks with it)."""
@@ -141,14 +141,14 @@ def locks(source: str | AdvisoryLockBackend = "default", *, application_name: st
 
 
 def advisory_locks(
-    source: str | AdvisoryLockBackend | Runner = "default", *, application_name: str = "locks"
+    source: str | PostgreSQLLockBackend | Runner = "default", *, application_name: str = "locks"
 ) -> list[PgLock]:
     """The advisory locks (bigint keys) of the current database, held and waited for. Names
     are as the holder's session label says: the caller checks them against the key."""
     return _rows(_runner(source), " AND l.locktype = 'advisory' AND l.objsubid = 1", application_name)
 
 
-def blocked(source: str | AdvisoryLockBackend = "default", *, application_name: str = "locks") -> list[PgLock]:
+def blocked(source: str | PostgreSQLLockBackend = "default", *, application_name: str = "locks") -> list[PgLock]:
     """The locks sessions wait for, each with the pids blocking it."""
     return [_verified(lock) for lock in _rows(_runner(source), " AND NOT l.granted", application_name)]
 
