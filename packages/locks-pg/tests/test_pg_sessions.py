@@ -211,24 +211,32 @@ class TestThreads:
         self, backend: AdvisoryLockBackend, app: str
     ) -> None:
         # Two asyncio tasks of one thread using the synchronous API are two holders: the
-        # second must not be granted the lock through the first one's session.
-        async def main() -> bool:
+        # second must not be granted the lock through the first one's session. (The first task
+        # stays alive meanwhile: a task that ends gives its holds back.)
+        async def main() -> tuple[bool, int]:
             first = backend.lock(f"{app}-x", timeout=5)
+            held, done = asyncio.Event(), asyncio.Event()
 
             async def hold() -> None:
                 first.acquire()
+                held.set()
+                await done.wait()
+                first.release()
 
-            await asyncio.create_task(hold())
+            holder = asyncio.create_task(hold())
+            await held.wait()
             result: list[bool] = []
 
             async def contend() -> None:
                 result.append(backend.lock(f"{app}-x").acquire(timeout=0))
 
             await asyncio.create_task(contend())
-            return result[0]
+            holders = len(held_by(backend.make_key(f"{app}-x")))
+            done.set()
+            await holder
+            return result[0], holders
 
-        assert asyncio.run(main()) is False
-        assert len(held_by(backend.make_key(f"{app}-x"))) == 1
+        assert asyncio.run(main()) == (False, 1)
 
     def test_a_deadlock_between_threads_is_reported(
         self, backend: AdvisoryLockBackend, other: AdvisoryLockBackend, app: str

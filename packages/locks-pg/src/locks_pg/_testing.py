@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import os
 from typing import Any
-from urllib.parse import unquote, urlsplit
+
+from locks.databases import database_from_url
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -15,16 +16,7 @@ def pg_url() -> str:
 
 
 def database_settings(url: str | None = None, **extra: Any) -> dict[str, Any]:
-    parts = urlsplit(url or pg_url())
-    return {
-        "ENGINE": "django.db.backends.postgresql",
-        "NAME": unquote(parts.path.lstrip("/")) or "postgres",
-        "USER": unquote(parts.username or ""),
-        "PASSWORD": unquote(parts.password or ""),
-        "HOST": parts.hostname or "",
-        "PORT": str(parts.port or ""),
-        **extra,
-    }
+    return database_from_url(url or pg_url(), default_name="postgres", **extra)
 
 
 def configure_django(extra_databases: dict[str, Any] | None = None) -> None:

@@ -380,6 +380,16 @@ class ConnectionFactory:
         """A snapshot of the idle sessions (any of them may be taken meanwhile)."""
         return list(self._idle) if os.getpid() == self._pid else []
 
+    def claim(self, conn: PgConnection) -> bool:
+        """Take ``conn`` off the idle list for one's own use, unless someone took it first (give
+        it back with :meth:`put`). Idle sessions are used without their mutex (listings), so
+        using one means owning it."""
+        try:
+            self._idle.remove(conn)
+        except ValueError:
+            return False
+        return True
+
     def get(self) -> PgConnection:
         """An idle connection when there is one, else a new one."""
         return self.idle() or self.connect()

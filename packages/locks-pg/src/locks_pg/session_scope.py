@@ -323,22 +323,20 @@ class SessionScope:
 
     def reset_idle_labels(self) -> None:
         """Name every idle session that still carries the label of its last lock
-        ``APPLICATION_NAME`` again. A session in use is skipped: its next statement sets its
-        label anyway."""
+        ``APPLICATION_NAME`` again, each taken off the idle list meanwhile. A session in use is
+        skipped: its next statement sets its label anyway."""
         self._label_reset_due = False
         name = self.application_name
-        for conn in self._factory.idle_sessions():
-            if conn.label == name or not conn.mutex.acquire(blocking=False):
+        factory = self._factory
+        for conn in factory.idle_sessions():
+            if conn.label == name or not factory.claim(conn):
                 continue
             try:
-                if not conn.holds and conn.dead is None and not conn.broken:
-                    conn.execute(_SET_LABEL, [name])
-                    conn.label = name
+                conn.execute(_SET_LABEL, [name])
+                conn.label = name
             except Exception:  # noqa: BLE001 - a session that cannot be renamed is not worth keeping
-                conn.label = None
                 conn.close()
-            finally:
-                conn.mutex.release()
+            factory.put(conn)  # closed ones are dropped
 
     def check(self, hold: Hold) -> bool:
         """A session lock is held as long as its session lives (only its holder ever unlocks on
