@@ -64,7 +64,7 @@ class AbstractDeadlineTests(ContractBase):
     #: guarantee the documentation gives for every backend.
     deadline_margin: float = 0.010
     #: The timeouts of the waits, used in turn (seconds).
-    deadline_timeouts: tuple[float, ...] = (0.02, 0.05, 0.1)
+    deadline_timeouts: tuple[float, ...] = (0.01, 0.02, 0.05)
     #: How many waits each API makes.
     deadline_waits: int = 50
     #: The share of waits that must end within the margin.

@@ -18,7 +18,6 @@ blocked by a lease also wakes when it runs out.
 from __future__ import annotations
 
 import itertools
-import os
 import threading
 import time
 from collections.abc import Mapping
@@ -44,6 +43,7 @@ from locks.backends.base import (
 )
 from locks.backends.options import Option, Seconds
 from locks.exceptions import LockLost
+from locks.forking import BACKENDS, on_fork_in_child
 from locks.keys import Key, LockName
 
 __all__ = ["MemoryLockBackend", "table_name"]
@@ -154,6 +154,7 @@ def _table_named(name: str) -> _Table:
     return table
 
 
+@on_fork_in_child(BACKENDS)
 def _empty_tables_after_fork() -> None:
     # A forked child holds none of its parent's locks, and a lock that a parent's thread held at
     # the fork would stay locked forever in the child: every table starts again, in place (the
@@ -162,9 +163,6 @@ def _empty_tables_after_fork() -> None:
     _tables_lock = threading.Lock()
     for table in list(_tables.values()):
         table.reset()
-
-
-os.register_at_fork(after_in_child=_empty_tables_after_fork)
 
 
 class MemoryLockBackend(BaseLockBackend):
