@@ -18,9 +18,10 @@ Both take the options of :class:`PostgreSQLLockBackend`, declared once there.
 
 The session's ``application_name`` says what it holds: set in the statement that takes a lock,
 changed in the one that releases a lock when others stay held. A session whose last lock is
-released is named ``APPLICATION_NAME`` again within :data:`~locks_pg.session_scope.IDLE_LABEL_RESET`
-(half a second), by one sweep of the idle sessions: taking the same lock again meanwhile costs no
-rename, and a session that holds nothing is in no listing.
+released is named ``APPLICATION_NAME`` again once idle for
+:data:`~locks_pg.session_scope.IDLE_LABEL_RESET` (half a second), by a sweep of the idle sessions:
+taking the same lock again meanwhile costs no rename, and a session that holds nothing is in no
+listing.
 """
 
 from __future__ import annotations
@@ -76,6 +77,14 @@ DEFAULT_SEQUENCE = "locks_pg_fencing_token"
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$")
 # application_name keeps 63 printable ASCII bytes: longer or other names are not labelled.
 _LABEL_MAX = 63
+_RELEASE_SQL = {
+    (shared, label): "SELECT "
+    + ("pg_advisory_unlock_shared(%s)" if shared else "pg_advisory_unlock(%s)")
+    + (", set_config('application_name', %s, false)" if label else "")
+    for shared in (False, True)
+    for label in (False, True)
+}
+
 #: libpq's own connection parameters: any other key that is not an option is refused.
 _LIBPQ_KEYS = frozenset(option.keyword.decode() for option in psycopg.pq.Conninfo.get_defaults())
 
@@ -266,8 +275,7 @@ class PostgreSQLLockBackend(Administration, BaseLockBackend):
     def _release_sql(shared: bool, label: bool) -> str:
         """Unlock (the answer says whether the session held it), then rename the session after
         what it still holds. Parameters: the key, the label."""
-        unlock = "pg_advisory_unlock_shared(%s)" if shared else "pg_advisory_unlock(%s)"
-        return f"SELECT {unlock}, set_config('application_name', %s, false)" if label else f"SELECT {unlock}"
+        return _RELEASE_SQL[shared, label]
 
     @staticmethod
     def _probe_sql(shared: bool, timed: bool) -> str:

@@ -17,6 +17,7 @@ import asyncio
 import collections
 import os
 import threading
+import time
 import weakref
 from collections.abc import Mapping
 from typing import Any
@@ -30,6 +31,9 @@ from locks.exceptions import BackendUnavailable, NotSupported
 _DJANGO_ONLY_OPTIONS = frozenset(
     {"assume_role", "isolation_level", "pool", "server_side_binding", "cursor_factory", "context", "prepare_threshold"}
 )
+
+
+_BAD = psycopg.pq.ConnStatus.BAD
 
 
 class PoolerDetected(NotSupported):
@@ -120,6 +124,7 @@ class PgConnection(_Holding):
         "dead",
         "holds",
         "home",
+        "idle_since",
         "label",
         "mutex",
         "pid",
@@ -142,6 +147,7 @@ class PgConnection(_Holding):
             raw.prepare_threshold = None  # a transaction pooler may not keep prepared statements
         self.server_version = raw.info.server_version
         self.label: str | None = None  # the application_name set on the session
+        self.idle_since = 0.0  # when it last went back to the idle list (time.monotonic())
 
     def execute(self, sql: Any, params: Any = None) -> Any:
         cursor = self.cursor
@@ -153,7 +159,8 @@ class PgConnection(_Holding):
 
     @property
     def broken(self) -> bool:
-        return self.raw.closed or self.raw.broken
+        # closed, cleanly or not (psycopg's ``closed``, read without its property: a hot path)
+        return bool(self.raw.pgconn.status == _BAD)
 
     def close(self) -> None:
         try:
@@ -193,7 +200,8 @@ class AsyncPgConnection(_Holding):
 
     @property
     def broken(self) -> bool:
-        return self.raw.closed or self.raw.broken
+        # closed, cleanly or not (psycopg's ``closed``, read without its property: a hot path)
+        return bool(self.raw.pgconn.status == _BAD)
 
     def finish(self) -> None:
         """Close the session at once, from any thread or loop (ends its locks with it)."""
@@ -362,16 +370,15 @@ class ConnectionFactory:
             )
 
     def idle(self) -> PgConnection | None:
-        """An idle connection (it may have died since: the caller retries on a new one)."""
-        if os.getpid() != self._pid:
-            self.forget()
+        """An idle connection (it may have died since: the caller retries on a new one). A
+        forked child has none of its parent's: the fork handler made it :meth:`forget` them."""
         idle = self._idle
         while idle:
             try:
                 conn = idle.pop()
             except IndexError:
                 break
-            if not conn.broken:
+            if conn.raw.pgconn.status != _BAD:
                 return conn
             conn.close()
         return None
@@ -396,10 +403,11 @@ class ConnectionFactory:
 
     def put(self, conn: PgConnection) -> None:
         """Give back a connection that holds no lock."""
-        if conn.holds or conn.broken or len(self._idle) >= self.max_idle or os.getpid() != self._pid:
+        if conn.holds or conn.raw.pgconn.status == _BAD or len(self._idle) >= self.max_idle:
             if not conn.holds:
                 conn.close()
         else:
+            conn.idle_since = time.monotonic()
             self._idle.append(conn)
 
     def close_idle(self) -> None:

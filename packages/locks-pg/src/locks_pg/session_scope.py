@@ -83,6 +83,7 @@ class SessionScope:
         _fence_ready: bool
         _label_reset_due: bool
         application_name: str
+        labels: bool
 
         def _ensure_fencing(self, conn: PgConnection) -> None: ...
         def _acquire_sql(self, shared: bool, wait: bool, timed: bool, label: bool) -> tuple[str, int]: ...
@@ -100,9 +101,11 @@ class SessionScope:
 
     def _session_for(self, key: int) -> tuple[PgConnection, bool]:
         """The session to request ``key`` on, and whether it was just opened."""
-        for conn in self._home():
-            if conn.dead is None and key not in conn.holds:
-                return conn, False
+        home = getattr(self._threads, "sessions", None)
+        if home:
+            for conn in home:
+                if conn.dead is None and key not in conn.holds:
+                    return conn, False
         factory = self._factory
         idle = factory.idle()
         conn = idle or factory.connect()
@@ -113,7 +116,7 @@ class SessionScope:
 
     def _bind(self, conn: PgConnection) -> None:
         if conn.home is None:
-            home = self._home()
+            home = getattr(self._threads, "sessions", None) or self._home()
             home.append(conn)
             conn.home = home
 
@@ -122,10 +125,13 @@ class SessionScope:
         home = conn.home
         if home is not None:
             conn.home = None
-            try:
-                home.remove(conn)
-            except ValueError:
-                pass
+            if len(home) == 1 and home[0] is conn:
+                home.clear()
+            else:
+                try:
+                    home.remove(conn)
+                except ValueError:
+                    pass
         self._factory.put(conn)
 
     @staticmethod
@@ -146,14 +152,17 @@ class SessionScope:
     def _attempt(self, conn: PgConnection, request: LockRequest, wait: bool, timeout: float | None) -> Any:
         """One acquiring statement on ``conn`` (whose mutex the caller holds): the fencing token
         (``0`` without fencing) when acquired, ``None`` when busy (try-once)."""
-        label = self.session_label(conn, request.name)
-        set_label = label is not None and label != conn.label
+        if not self.labels:
+            label, set_label = None, False
+        else:
+            label = self.session_label(conn, request.name)
+            set_label = label != conn.label
         timed = wait and timeout is not None
         params: list[Any] = []
         if timed:
             assert timeout is not None
             params.append(milliseconds(timeout))
-        key = Int8(cast(int, request.key))
+        key = Int8(request.key)  # type: ignore[arg-type]  # int64 keys
         params.append(key)
         if set_label:
             params.append(label)
@@ -169,7 +178,8 @@ class SessionScope:
         (also first when ``timeout`` is a bound), or a wait on the server (``timeout=None``,
         and a bounded one once the try found the lock busy). A session found dead (server
         restarted, session terminated) is replaced once."""
-        conn, fresh = self._session_for(cast(int, request.key))
+        key: int = request.key  # type: ignore[assignment]  # int64 keys (no cast(): a hot path)
+        conn, fresh = self._session_for(key)
         wait = timeout != 0
         deadline = time.monotonic() + timeout if timeout else 0.0
         # A bounded wait tries first: a free lock then costs no lock_timeout setting.
@@ -232,7 +242,7 @@ class SessionScope:
         if result is None:
             self._not_taken(conn)
             return None
-        conn.add(cast(int, request.key), request.name, request.shared)
+        conn.add(key, request.name, request.shared)
         self._bind(conn)
         return Hold(request, data=conn, token=result if self.fencing else None)
 
@@ -278,25 +288,30 @@ class SessionScope:
 
             release_from_thread(conn, hold)
             return
-        assert isinstance(conn, PgConnection)
-        key = cast(int, hold.key)
+        key: int = hold.key  # type: ignore[assignment]
         with conn.mutex:
             conn.remove(key)
             if conn.dead is not None:
                 raise LockLost(f"the session holding {hold.name!r} ended: {conn.dead}", hold.name)
-            label = self.session_label(conn, None)
-            # the last hold: renamed later, in one sweep of the idle sessions (IDLE_LABEL_RESET)
-            stale = label is not None and label != conn.label and not conn.holds
-            set_label = label is not None and label != conn.label and not stale
             params: list[Any] = [Int8(key)]
-            if set_label:
-                params.append(label)
+            label = None
+            if not self.labels:
+                stale = set_label = False
+            elif not conn.holds:
+                # the last hold: renamed later, in one sweep of the idle sessions (IDLE_LABEL_RESET)
+                stale, set_label = conn.label != self.application_name, False
+            else:
+                label = self.session_label(conn, None)
+                stale, set_label = False, label != conn.label
+                if set_label:
+                    params.append(label)
+            sql = self._release_sql(hold.request.shared, set_label)
             try:
                 try:
-                    row = conn.execute(self._release_sql(hold.request.shared, set_label), params)
+                    row = conn.execute(sql, params)
                 except pg_errors.QueryCanceled:
                     # cancelled before or after the unlock: unlock again, it is released either way
-                    conn.execute(self._release_sql(hold.request.shared, set_label), params)
+                    conn.execute(sql, params)
                     row = (True,)
             except psycopg.OperationalError as exc:
                 self._session_died(conn, f"connection lost or terminated: {_first_line(exc)}")
@@ -311,25 +326,34 @@ class SessionScope:
                 conn.label = label
         if not conn.holds:
             self._unbind(conn)
-            if stale:
+            if stale and not self._label_reset_due:
                 self._schedule_label_reset()
         if not row[0]:
             raise LockLost(f"the session no longer held {hold.name!r} at release", hold.name)
 
-    def _schedule_label_reset(self) -> None:
+    def _schedule_label_reset(self, delay: float = IDLE_LABEL_RESET) -> None:
         if not self._label_reset_due:  # one sweep at a time (a race costs one more, harmlessly)
             self._label_reset_due = True
-            keeper_module.keeper.call_later(IDLE_LABEL_RESET, _reset_idle_labels, weakref.ref(self))
+            keeper_module.keeper.call_later(delay, _reset_idle_labels, weakref.ref(self))
 
     def reset_idle_labels(self) -> None:
-        """Name every idle session that still carries the label of its last lock
-        ``APPLICATION_NAME`` again, each taken off the idle list meanwhile. A session in use is
-        skipped: its next statement sets its label anyway."""
+        """Name every session that has been idle for :data:`IDLE_LABEL_RESET` and still carries
+        the label of its last lock ``APPLICATION_NAME`` again, each taken off the idle list
+        meanwhile. One idle for less is looked at again later: in a loop that takes and releases
+        locks, a session is never idle that long, and is never renamed nor taken away."""
         self._label_reset_due = False
         name = self.application_name
         factory = self._factory
+        now = time.monotonic()
+        later: float | None = None
         for conn in factory.idle_sessions():
-            if conn.label == name or not factory.claim(conn):
+            if conn.label == name:
+                continue
+            wait = conn.idle_since + IDLE_LABEL_RESET - now
+            if wait > 0:
+                later = wait if later is None else min(later, wait)
+                continue
+            if not factory.claim(conn):
                 continue
             try:
                 conn.execute(_SET_LABEL, [name])
@@ -337,6 +361,8 @@ class SessionScope:
             except Exception:  # noqa: BLE001 - a session that cannot be renamed is not worth keeping
                 conn.close()
             factory.put(conn)  # closed ones are dropped
+        if later is not None:
+            self._schedule_label_reset(later)
 
     def check(self, hold: Hold) -> bool:
         """A session lock is held as long as its session lives (only its holder ever unlocks on
