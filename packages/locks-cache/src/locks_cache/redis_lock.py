@@ -697,7 +697,7 @@ class RedisLockBackend(BaseLockBackend):
     def _release_orphaned_attempt(self, done: asyncio.Future[Any], request: LockRequest, token: bytes) -> None:
         if done.cancelled() or done.exception() is not None or not done.result()[0]:
             return
-        self.executor().submit(self._quiet_release, Hold(request, data=token))
+        self.executor().submit(self.release_quietly, Hold(request, data=token))
 
     async def aacquire(self, request: LockRequest, timeout: float | None) -> Hold | None:
         """:meth:`acquire` on the event loop (``redis.asyncio``), never in a thread."""

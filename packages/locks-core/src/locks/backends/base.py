@@ -418,8 +418,6 @@ class BaseLockBackend:
         except Exception:  # noqa: BLE001 - nobody is left to tell
             pass
 
-    _quiet_release = release_quietly
-
     async def arelease(self, hold: Hold) -> None:
         await self._in_thread(self.release, hold)
 
