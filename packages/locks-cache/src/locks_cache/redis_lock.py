@@ -277,7 +277,6 @@ class RedisLockBackend(BaseLockBackend):
 
     capabilities = frozenset({TTL, SHARED, FENCING, LISTING, FORCE_RELEASE, NOTIFY, WATCHDOG, ASYNC_NATIVE})
     key_spec = KeySpec(kind="text", max_length=200)
-    url_schemes = ("redis", "rediss")
     watchdog_interval = 2.0
     #: Back-off of a waiter that was woken but lost the race (the releaser took the lock again):
     #: doubles from ``backoff_min`` up to ``backoff_max`` (seconds), with jitter, before it queues

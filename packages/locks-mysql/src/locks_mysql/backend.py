@@ -92,7 +92,6 @@ class UserLockBackend(BaseLockBackend):
 
     capabilities = frozenset({FENCING, LISTING, FORCE_RELEASE, SESSION_BOUND, NOTIFY, WATCHDOG})
     key_spec = KeySpec(kind="text", max_length=64, case_insensitive=True)
-    url_schemes = ("mysql", "mariadb")
     watchdog_interval = 2.0
     #: Whether MariaDB is sent fractional timeouts (MySQL always gets whole seconds and polls
     #: the last fraction); False makes MariaDB behave as MySQL does (tests use it).

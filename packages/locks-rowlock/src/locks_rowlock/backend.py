@@ -41,7 +41,6 @@ from locks.deadline import Deadline
 from locks.exceptions import BackendUnavailable, LockLost
 from locks.keys import Key, KeySpec, LockName
 from locks_rowlock.connections import (
-    URL_SCHEMES,
     ConnectionPool,
     ensure_django_settings,
     off_loop,
@@ -130,7 +129,6 @@ class RowLockBackend(BaseLockBackend):
 
     capabilities: ClassVar[frozenset[str]] = frozenset({TTL, FENCING, LISTING, FORCE_RELEASE, WATCHDOG})
     key_spec: ClassVar[KeySpec] = KEY_SPEC
-    url_schemes: ClassVar[tuple[str, ...]] = URL_SCHEMES
     poll_min: ClassVar[float] = 0.001
     poll_max: ClassVar[float] = 0.025
     notify_poll: ClassVar[float] = 0.25

@@ -182,8 +182,9 @@ def _default_executor() -> ThreadPoolExecutor:
 class BaseLockBackend:
     """Base class of lock backends.
 
-    Subclasses set :attr:`capabilities`, :attr:`key_spec` and :attr:`url_schemes`, and implement
-    at least :meth:`try_acquire` and :meth:`release`. One instance serves every thread of a
+    Subclasses set :attr:`capabilities` and :attr:`key_spec`, and implement at least
+    :meth:`try_acquire` and :meth:`release` (URL schemes are registered through the
+    ``locks.url_schemes`` entry points, not here). One instance serves every thread of a
     process: primitives must be thread-safe. Server sessions should scale with the threads and
     tasks that hold or wait, not with the number of locks held; a hold records the session it
     was taken on, and is released there.
@@ -196,7 +197,6 @@ class BaseLockBackend:
 
     capabilities: ClassVar[frozenset[str]] = frozenset()
     key_spec: ClassVar[KeySpec] = TEXT
-    url_schemes: ClassVar[tuple[str, ...]] = ()
     #: Lease length for backends with ``ttl``, when a lock gives none; such leases are renewed
     #: in the background unless the lock says ``auto_renew=False`` (see :data:`DEFAULT_LEASE`).
     default_ttl: float | None = DEFAULT_LEASE
