@@ -171,7 +171,7 @@ def direct_connection_id(backend: RedisLockBackend) -> int:
 
 
 class TestRedisScriptConnections:
-    """The lock scripts run on connections of their own (``locks_cache.redis_direct``)."""
+    """The lock scripts run on connections of their own (``locks_cache.redis_connections``)."""
 
     def test_one_thread_reuses_one_connection(self, redis_backend: RedisLockBackend) -> None:
         name = unique()

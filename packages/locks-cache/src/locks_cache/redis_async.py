@@ -20,7 +20,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
-from locks_cache.redis_direct import AsyncDirectScripts, node_pops
+from locks_cache.redis_connections import AsyncDirectScripts, node_pops
 
 
 def close_now(connection: Any, loop: asyncio.AbstractEventLoop) -> None:

@@ -18,7 +18,7 @@ of a Redis Cluster:
   a signal pushed between a waiter's failed attempt and its ``BLPOP`` is not lost.
 
 Each uncontended acquire and each release is one round trip (``EVALSHA``), sent on connections of
-the backend's own (:mod:`locks_cache.redis_direct`) rather than through redis-py's client.
+the backend's own (:mod:`locks_cache.redis_connections`) rather than through redis-py's client.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ from locks.exceptions import BackendUnavailable, LockLost
 from locks.keys import Key, KeySpec, LockName
 from locks_cache.options import as_bool, as_seconds, as_str, lift_query
 from locks_cache.redis_async import AsyncState, AsyncStates
-from locks_cache.redis_direct import DirectScripts, node_pops
+from locks_cache.redis_connections import DirectScripts, node_pops
 
 #: Fencing counters outlive the lease by this long, so a clock stepping back between two
 #: acquisitions still yields a larger token (see ``ACQUIRE``).
@@ -361,7 +361,7 @@ class RedisLockBackend(BaseLockBackend):
 
     def _run(self, script: str, keys: list[str], args: list[Any]) -> Any:
         """Runs one of the lock scripts: over connections of its own (see
-        :mod:`locks_cache.redis_direct`), or through redis-py's client on a cluster."""
+        :mod:`locks_cache.redis_connections`), or through redis-py's client on a cluster."""
         if self._direct is None:
             return self._scripts[script](keys, args)
         return self._direct(script, keys, args)
@@ -505,7 +505,7 @@ class RedisLockBackend(BaseLockBackend):
     def _pop(self, wake: str, block: float, deadline: Deadline, name: LockName) -> bool:
         """Blocks on the wake-up list for ``block`` seconds: whether a release signalled.
 
-        The server's reply may come up to 1/hz late (see :mod:`locks_cache.redis_direct`), so it
+        The server's reply may come up to 1/hz late (see :mod:`locks_cache.redis_connections`), so it
         is waited for no later than the deadline, nor past ``block`` when that is shorter than a
         slice (the holder's lease ends), nor past a further slice (a frozen server is then
         detected within the socket timeout)."""
