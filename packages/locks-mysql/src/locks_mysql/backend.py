@@ -71,10 +71,10 @@ class UserLockBackend(Administration, BaseLockBackend):
     """Locks with MySQL's and MariaDB's ``GET_LOCK``.
 
     ``LOCATION``: ``mysql://user:password@host:3306/database`` (``mariadb://`` too). Without it,
-    ``OPTIONS['database']`` names a Django ``DATABASES`` alias (default ``"default"``) whose
+    ``OPTIONS['DATABASE']`` names a Django ``DATABASES`` alias (default ``"default"``) whose
     connection settings are used for connections this backend opens itself.
 
-    ``OPTIONS`` (see :mod:`locks_mysql.options`): ``database`` (a ``DATABASES`` alias),
+    ``OPTIONS`` (see :mod:`locks_mysql.options`): ``DATABASE`` (a ``DATABASES`` alias),
     ``connect_timeout`` (seconds, default 5), ``wait_timeout`` (seconds an idle connection, and
     so a lock held on it without traffic, is kept by the server; default: the server's
     ``wait_timeout``), ``max_idle`` (idle connections kept, default 8), ``KEY_PREFIX``, ``WATCHDOG``, and the

@@ -1,13 +1,14 @@
 """The MySQL lock backend's ``LOCATION`` and ``OPTIONS``, read once when the backend is built.
 
-``database`` (a ``DATABASES`` alias), ``max_idle``, ``wait_timeout`` (``SET SESSION``) and
-mysqlclient arguments (``KEY_PREFIX`` and ``WATCHDOG`` are taken by the base class). Nothing
-here touches the server.
+Upper-case keys are the backend's own options (``DATABASE``, and ``KEY_PREFIX``/``WATCHDOG``
+taken by the base class); lower-case ones are mysqlclient arguments, and ``wait_timeout``
+(``SET SESSION``) and ``max_idle``. Nothing here touches the server.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -36,27 +37,41 @@ class MySQLOptions:
     session_wait_timeout: int | None
 
 
+def _database_option(opts: dict[str, Any]) -> Any:
+    # The lower-case spelling was documented before the options of every backend were spelled
+    # alike: still taken, with a warning.
+    if "database" in opts:
+        warnings.warn(
+            "OPTIONS['database'] of the MySQL lock backend is spelled OPTIONS['DATABASE'] now",
+            DeprecationWarning,
+            stacklevel=4,  # the code that built the backend
+        )
+        old = opts.pop("database")
+        return opts.pop("DATABASE", old)
+    return opts.pop("DATABASE", None)
+
+
 def parse_options(location: str | None, options: Mapping[str, Any]) -> MySQLOptions:
     """Checks ``LOCATION`` and ``OPTIONS`` (what the base class left of them)."""
     opts = dict(options)
-    database = opts.pop("database", opts.pop("DATABASE", None))
+    database = _database_option(opts)
     url_params: dict[str, Any] | None = None
     if location is not None:
         if not isinstance(location, str):
             raise ImproperlyConfigured("the MySQL lock backend's LOCATION must be a mysql:// URL")
         if database is not None:
-            raise ImproperlyConfigured("give the MySQL lock backend a LOCATION URL or OPTIONS['database'], not both")
+            raise ImproperlyConfigured("give the MySQL lock backend a LOCATION URL or OPTIONS['DATABASE'], not both")
         url_params = mysql.params_from_url(location)
     else:
         if database is None:
             database = "default"
         if not isinstance(database, str):
-            raise ImproperlyConfigured("OPTIONS['database'] must be a DATABASES alias (str)")
+            raise ImproperlyConfigured("OPTIONS['DATABASE'] must be a DATABASES alias (str)")
         from django.conf import settings
 
         # Caught here (manage.py check builds every backend); the server is not touched.
         if settings.configured and database not in settings.DATABASES:
-            raise ImproperlyConfigured(f"OPTIONS['database'] = {database!r} is not in DATABASES")
+            raise ImproperlyConfigured(f"OPTIONS['DATABASE'] = {database!r} is not in DATABASES")
     extra: dict[str, Any] = {}
     max_idle = opts.pop("max_idle", 8)
     for name in list(opts):
@@ -74,7 +89,7 @@ def parse_options(location: str | None, options: Mapping[str, Any]) -> MySQLOpti
         else:
             raise ImproperlyConfigured(
                 f"unknown OPTIONS for the MySQL lock backend: {name!r} "
-                f"(known: database, max_idle, {', '.join(sorted(INT_OPTIONS | PASS_THROUGH))})"
+                f"(known: DATABASE, max_idle, {', '.join(sorted(INT_OPTIONS | PASS_THROUGH))})"
             )
     try:
         max_idle = int(max_idle)
