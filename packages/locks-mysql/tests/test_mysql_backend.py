@@ -20,7 +20,7 @@ from locks import BackendUnavailable, LockError, LockLost, NotSupported
 from locks.cli import main as cli
 from locks.deadline import MARGIN
 from locks_mysql import LockDeadlock, UserLockBackend
-from locks_mysql.testing import mysql_url
+from locks_mysql._testing import mysql_url
 
 
 @pytest.fixture
