@@ -171,7 +171,7 @@ def direct_connection_id(backend: RedisLockBackend) -> int:
 
 
 class TestRedisScriptConnections:
-    """The lock scripts run on connections of their own (``locks_cache.redis_direct``)."""
+    """The lock scripts run on connections of their own (``locks_cache.redis_connections``)."""
 
     def test_one_thread_reuses_one_connection(self, redis_backend: RedisLockBackend) -> None:
         name = unique()
@@ -377,16 +377,24 @@ class TestDjangoCaches:
     def test_redis_alias_gives_the_redis_backend_on_the_cache_pool(self) -> None:
         from django.core.cache import caches
 
-        backend = DjangoCacheLockBackend(options={"cache": "redis"})
+        backend = DjangoCacheLockBackend(options={"CACHE": "redis"})
         assert isinstance(backend, DjangoRedisCacheLockBackend)
         # the cache's pool has a socket timeout (see conftest): locks use that very pool
         assert backend.client.connection_pool is caches["redis"]._cache._get_connection_pool(True)
         assert backend.spec().build().cache_alias == "redis"
 
+    def test_the_lower_case_cache_option_still_works_with_a_deprecation_warning(self) -> None:
+        with pytest.warns(DeprecationWarning, match=r"OPTIONS\['CACHE'\]"):
+            backend = DjangoCacheLockBackend(options={"cache": "redis"})
+        assert isinstance(backend, DjangoRedisCacheLockBackend)
+        assert backend.cache_alias == "redis"
+        options = backend.spec().options  # a worker builds it without the warning
+        assert options["CACHE"] == "redis" and "cache" not in options
+
     def test_django_redis_alias_uses_its_own_client(self) -> None:
         from django.core.cache import caches
 
-        backend = DjangoCacheLockBackend(options={"cache": "django-redis", "NAMESPACE": NAMESPACE})
+        backend = DjangoCacheLockBackend(options={"CACHE": "django-redis", "NAMESPACE": NAMESPACE})
         assert isinstance(backend, DjangoRedisCacheLockBackend)
         own = caches["django-redis"].client.get_client(write=True)
         assert backend.client.connection_pool is own.connection_pool
@@ -402,7 +410,7 @@ class TestDjangoCaches:
     def test_a_cache_without_socket_timeout_gets_one_for_locks(self) -> None:
         from django.core.cache import caches
 
-        backend = DjangoCacheLockBackend(options={"cache": "redis-no-timeout"})
+        backend = DjangoCacheLockBackend(options={"CACHE": "redis-no-timeout"})
         pool = caches["redis-no-timeout"]._cache._get_connection_pool(True)
         assert backend.client.connection_pool is not pool
         assert backend.client.connection_pool.connection_kwargs["socket_timeout"] == 5.0
@@ -412,7 +420,7 @@ class TestDjangoCaches:
         backend.close()
 
     def test_memcached_alias_gives_the_memcached_backend(self, memcached_url: str) -> None:
-        backend = DjangoCacheLockBackend(options={"cache": "memcached"})
+        backend = DjangoCacheLockBackend(options={"CACHE": "memcached"})
         assert isinstance(backend, DjangoMemcachedCacheLockBackend)
         with backend.lock(unique(), timeout=5):
             pass
@@ -431,10 +439,10 @@ class TestDjangoCaches:
     )
     def test_unsafe_caches_are_refused_with_the_reason(self, alias: str, reason: str) -> None:
         with pytest.raises(ImproperlyConfigured, match=reason):
-            DjangoCacheLockBackend(options={"cache": alias})
+            DjangoCacheLockBackend(options={"CACHE": alias})
 
     def test_several_servers_can_be_accepted_knowingly(self) -> None:
-        backend = DjangoCacheLockBackend(options={"cache": "memcached-two", "SEVERAL_SERVERS": True})
+        backend = DjangoCacheLockBackend(options={"CACHE": "memcached-two", "SEVERAL_SERVERS": True})
         assert isinstance(backend, DjangoMemcachedCacheLockBackend)
 
     def test_locks_setting_with_a_cache_alias(self, memcached_url: str) -> None:
@@ -442,8 +450,8 @@ class TestDjangoCaches:
 
         with override_settings(
             LOCKS={
-                "default": {"BACKEND": "locks_cache.DjangoCacheLockBackend", "OPTIONS": {"cache": "redis"}},
-                "mc": {"BACKEND": "locks_cache.DjangoCacheLockBackend", "OPTIONS": {"cache": "memcached"}},
+                "default": {"BACKEND": "locks_cache.DjangoCacheLockBackend", "OPTIONS": {"CACHE": "redis"}},
+                "mc": {"BACKEND": "locks_cache.DjangoCacheLockBackend", "OPTIONS": {"CACHE": "memcached"}},
             }
         ):
             name = unique()

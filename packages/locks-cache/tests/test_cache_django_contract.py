@@ -30,12 +30,12 @@ class TestDjangoRedisCacheContract(CountsRedisClients, ContractTests):
     @pytest.fixture
     def backend_spec(self) -> BackendSpec:
         return BackendSpec(
-            "locks_cache.DjangoRedisCacheLockBackend", options={"cache": "redis", "NAMESPACE": NAMESPACE}, setup=SETUP
+            "locks_cache.DjangoRedisCacheLockBackend", options={"CACHE": "redis", "NAMESPACE": NAMESPACE}, setup=SETUP
         )
 
     @pytest.fixture
     def unreachable_backend_spec(self) -> BackendSpec:
-        return BackendSpec("locks_cache.DjangoRedisCacheLockBackend", options={"cache": "redis-down"}, setup=SETUP)
+        return BackendSpec("locks_cache.DjangoRedisCacheLockBackend", options={"CACHE": "redis-down"}, setup=SETUP)
 
 
 class TestDjangoRedisPackageCacheContract(CountsRedisClients, ContractTests):
@@ -45,14 +45,14 @@ class TestDjangoRedisPackageCacheContract(CountsRedisClients, ContractTests):
     def backend_spec(self) -> BackendSpec:
         return BackendSpec(
             "locks_cache.DjangoRedisCacheLockBackend",
-            options={"cache": "django-redis", "NAMESPACE": NAMESPACE},
+            options={"CACHE": "django-redis", "NAMESPACE": NAMESPACE},
             setup=SETUP,
         )
 
     @pytest.fixture
     def unreachable_backend_spec(self) -> BackendSpec:
         return BackendSpec(
-            "locks_cache.DjangoRedisCacheLockBackend", options={"cache": "django-redis-down"}, setup=SETUP
+            "locks_cache.DjangoRedisCacheLockBackend", options={"CACHE": "django-redis-down"}, setup=SETUP
         )
 
 
@@ -61,14 +61,14 @@ class TestDjangoMemcachedCacheContract(ContractTests):
     def backend_spec(self, memcached_url: str) -> BackendSpec:
         return BackendSpec(
             "locks_cache.DjangoMemcachedCacheLockBackend",
-            options={"cache": "memcached", "NAMESPACE": NAMESPACE},
+            options={"CACHE": "memcached", "NAMESPACE": NAMESPACE},
             setup=SETUP,
         )
 
     @pytest.fixture
     def unreachable_backend_spec(self) -> BackendSpec:
         return BackendSpec(
-            "locks_cache.DjangoMemcachedCacheLockBackend", options={"cache": "memcached-down"}, setup=SETUP
+            "locks_cache.DjangoMemcachedCacheLockBackend", options={"CACHE": "memcached-down"}, setup=SETUP
         )
 
     @pytest.fixture

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from locks_mysql.testing import mysql_url, setup_from_environment
+from locks_mysql._testing import mysql_url, setup_from_environment
 
 setup_from_environment()
 

@@ -20,7 +20,7 @@ from locks import BackendUnavailable, LockError, LockLost, NotSupported
 from locks.cli import main as cli
 from locks.deadline import MARGIN
 from locks_mysql import LockDeadlock, UserLockBackend
-from locks_mysql.testing import mysql_url
+from locks_mysql._testing import mysql_url
 
 
 @pytest.fixture
@@ -126,7 +126,7 @@ def test_threads_hold_on_separate_sessions(backend: UserLockBackend, unique: str
 def test_locks_never_live_on_djangos_connection(backend: UserLockBackend, unique: str) -> None:
     from django.db import connection
 
-    backend_via_alias = UserLockBackend(options={"database": "default"})
+    backend_via_alias = UserLockBackend(options={"DATABASE": "default"})
     try:
         with backend_via_alias.lock(unique, timeout=5):
             with connection.cursor() as cursor:
@@ -336,18 +336,26 @@ def test_cli_lists_and_releases_with_confirmation(
     ("location", "options"),
     [
         ("postgresql://x/y", {}),
-        ("mysql://root@127.0.0.1/test", {"database": "default"}),
+        ("mysql://root@127.0.0.1/test", {"DATABASE": "default"}),
         ("mysql://root@127.0.0.1/test", {"bogus": 1}),
         ("mysql://root@127.0.0.1/test", {"connect_timeout": "soon"}),
         ("mysql://root@127.0.0.1/test", {"max_idle": -1}),
-        (None, {"database": "no-such-alias"}),
-        (None, {"database": "sqlite"}),
+        (None, {"DATABASE": "no-such-alias"}),
+        (None, {"DATABASE": "sqlite"}),
     ],
 )
 def test_bad_configuration_is_improperly_configured(location: str | None, options: dict[str, Any]) -> None:
     with pytest.raises(ImproperlyConfigured):
         backend = UserLockBackend(location=location, options=options)
         backend.make_key("x")  # the DATABASES alias is read on first use
+
+
+def test_the_lower_case_database_option_still_works_with_a_deprecation_warning() -> None:
+    with pytest.warns(DeprecationWarning, match=r"OPTIONS\['DATABASE'\]"):
+        backend = UserLockBackend(options={"database": "default"})
+    assert backend.database_alias == "default"
+    with pytest.warns(DeprecationWarning, match="DATABASE"), pytest.raises(ImproperlyConfigured):
+        UserLockBackend(location="mysql://root@127.0.0.1/test", options={"database": "default"})
 
 
 def test_url_options_and_connect_timeout() -> None:
@@ -467,13 +475,13 @@ def test_configured_through_the_locks_setting(server: Any, unique: str) -> None:
 
     import locks
 
-    setting = {"default": {"BACKEND": "locks_mysql.UserLockBackend", "OPTIONS": {"database": "default"}}}
+    setting = {"default": {"BACKEND": "locks_mysql.UserLockBackend", "OPTIONS": {"DATABASE": "default"}}}
     with override_settings(LOCKS=setting):
         assert [m for m in checks.run_checks(tags=["locks"]) if m.level >= checks.ERROR] == []
         with locks.lock(unique, timeout=5) as held:
             assert isinstance(held.token, int)
             assert locks.get_backend().holder_id(unique) is not None
-    bad = {"default": {"BACKEND": "locks_mysql.UserLockBackend", "OPTIONS": {"database": "nope"}}}
+    bad = {"default": {"BACKEND": "locks_mysql.UserLockBackend", "OPTIONS": {"DATABASE": "nope"}}}
     with override_settings(LOCKS=bad):
         errors = checks.run_checks(tags=["locks"])
         assert [m.id for m in errors] == ["locks.E003"]

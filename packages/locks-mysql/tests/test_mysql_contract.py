@@ -8,7 +8,7 @@ import pytest
 from conftest import sessions_of_this_process
 
 from locks_contract import BackendSpec, ContractTests
-from locks_mysql.testing import mysql_url
+from locks_mysql._testing import mysql_url
 
 BACKEND = "locks_mysql.UserLockBackend"
 
@@ -30,11 +30,13 @@ class TestUserLockContract(CountsSessions, ContractTests):
 
 
 class TestUserLockThroughDjangoDatabase(CountsSessions, ContractTests):
-    """OPTIONS['database'] names a DATABASES alias: its settings, connections of the backend's own."""
+    """OPTIONS['DATABASE'] names a DATABASES alias: its settings, connections of the backend's own."""
 
     @pytest.fixture
     def backend_spec(self) -> BackendSpec:
-        return BackendSpec(BACKEND, options={"database": "default"}, setup="locks_mysql.testing.setup_from_environment")
+        return BackendSpec(
+            BACKEND, options={"DATABASE": "default"}, setup="locks_mysql._testing.setup_from_environment"
+        )
 
     @pytest.fixture
     def unreachable_backend_spec(self) -> BackendSpec:

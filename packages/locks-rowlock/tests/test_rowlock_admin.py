@@ -14,7 +14,7 @@ from django.test import Client
 from locks import LockLost
 from locks_rowlock import RowLockBackend
 from locks_rowlock.admin import lock_table_alias, lock_table_database
-from locks_rowlock.backend import digest_of
+from locks_rowlock.rows import digest_of
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,9 @@ import locks
 from locks import LockLost
 from locks.backends import NOTIFY
 from locks_rowlock import RowLockBackend
-from locks_rowlock.backend import digest_of, display_name, unregistered_model
 from locks_rowlock.models import RowLock
+from locks_rowlock.rows import digest_of, display_name
+from locks_rowlock.table import unregistered_model
 
 _spawn = multiprocessing.get_context("spawn")
 

@@ -15,6 +15,7 @@ look fine in development and fail in production.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -54,14 +55,14 @@ def _class_paths(cache: object) -> list[str]:
 
 def _cache_of(options: Mapping[str, Any] | None) -> tuple[str, Any]:
     opts = dict(options or {})
-    alias = opts.get("cache", opts.get("CACHE", "default"))
+    alias = opts["CACHE"] if "CACHE" in opts else opts.get("cache", "default")
     if not isinstance(alias, str):
-        raise ImproperlyConfigured(f"OPTIONS['cache'] must be a CACHES alias (str), not {type(alias).__name__}")
+        raise ImproperlyConfigured(f"OPTIONS['CACHE'] must be a CACHES alias (str), not {type(alias).__name__}")
     from django.conf import settings
     from django.core.cache import caches
 
     if alias not in getattr(settings, "CACHES", {"default": {}}):
-        raise ImproperlyConfigured(f"OPTIONS['cache'] = {alias!r} is not in CACHES")
+        raise ImproperlyConfigured(f"OPTIONS['CACHE'] = {alias!r} is not in CACHES")
     return alias, caches[alias]
 
 
@@ -81,7 +82,7 @@ def _kind(alias: str, cache: object) -> type[DjangoCacheLockBackend]:
 
 
 class DjangoCacheLockBackend(BaseLockBackend):
-    """Locks on any Django cache alias that can hold them: ``OPTIONS = {"cache": "alias"}``.
+    """Locks on any Django cache alias that can hold them: ``OPTIONS = {"CACHE": "alias"}``.
 
     Building one returns the backend of the cache's kind (a :class:`DjangoRedisCacheLockBackend`
     or :class:`DjangoMemcachedCacheLockBackend`); other caches raise ``ImproperlyConfigured``
@@ -102,6 +103,14 @@ class DjangoCacheLockBackend(BaseLockBackend):
     def _bind_cache(self, location: str | None, options: Mapping[str, Any] | None) -> dict[str, Any]:
         if location is not None:
             raise ImproperlyConfigured("a Django cache lock backend takes no LOCATION: the cache alias has it")
+        if options and "cache" in options:
+            # The lower-case spelling was documented before the options of every backend were
+            # spelled alike: still taken, with a warning.
+            warnings.warn(
+                "OPTIONS['cache'] of the Django cache lock backends is spelled OPTIONS['CACHE'] now",
+                DeprecationWarning,
+                stacklevel=3,  # the code that built the backend
+            )
         self.cache_alias, self.cache = _cache_of(options)
         opts = {k: v for k, v in (options or {}).items() if k not in ("cache", "CACHE")}
         prefix = getattr(self.cache, "key_prefix", "")
@@ -110,7 +119,8 @@ class DjangoCacheLockBackend(BaseLockBackend):
 
     def spec(self) -> BackendSpec:
         cls = type(self)
-        return BackendSpec(f"{cls.__module__}.{cls.__qualname__}", None, {**self._settings, "cache": self.cache_alias})
+        options = {k: v for k, v in self._settings.items() if k != "cache"}
+        return BackendSpec(f"{cls.__module__}.{cls.__qualname__}", None, {**options, "CACHE": self.cache_alias})
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} alias={self.alias!r} cache={self.cache_alias!r}>"

@@ -106,7 +106,6 @@ class MemcachedLockBackend(BaseLockBackend):
 
     capabilities = frozenset({TTL, FORCE_RELEASE, WATCHDOG})
     key_spec = KeySpec(kind="text", max_length=KEY_MAX - NAMESPACE_MAX, safe_chars=SAFE_CHARS)
-    url_schemes = ("memcached",)
     watchdog_interval = 2.0
     #: Polling: first retry after ``poll_min``, then times 1.5 up to a cap that grows with the time
     #: already waited (``poll_cap_base`` + ``poll_cap_growth`` * waited, at most ``poll_max``).

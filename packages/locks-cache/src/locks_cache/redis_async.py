@@ -1,4 +1,5 @@
-"""The Redis backend's asyncio clients: one per event loop, closed without their loop.
+"""The Redis backend on asyncio: its primitives on the event loop (:class:`AsyncRedisPrimitives`),
+and its ``redis.asyncio`` clients, one per event loop, closed without their loop.
 
 A ``redis.asyncio`` connection belongs to the event loop that opened it, and ``asyncio.run``
 closes its loop without telling anyone. A connection of a closed loop can no longer be closed by
@@ -18,9 +19,19 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from locks_cache.redis_direct import AsyncDirectScripts, node_pops
+from locks.backends import Hold, LockRequest
+from locks.deadline import Deadline
+from locks.exceptions import LockLost
+from locks_cache.redis_connections import AsyncDirectScripts, node_pops
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from locks.exceptions import BackendUnavailable
+    from locks.keys import Key, LockName
+    from locks_cache.redis_scripts import KeySet
 
 
 def close_now(connection: Any, loop: asyncio.AbstractEventLoop) -> None:
@@ -148,3 +159,102 @@ class AsyncStates:
         and so is the loops' selector)."""
         self._states = {}
         self._lock = threading.Lock()
+
+
+class AsyncRedisPrimitives:
+    """The asyncio primitives of :class:`~locks_cache.RedisLockBackend`: the sync ones' steps, on
+    the event loop's own client (:meth:`_astate`), never in a thread."""
+
+    if TYPE_CHECKING:
+        _errors: tuple[type[BaseException], ...]
+        _wait_ms: int
+
+        @classmethod
+        def executor(cls) -> ThreadPoolExecutor: ...
+        def release_quietly(self, hold: Hold) -> None: ...
+        def keys_of(self, key: Key) -> KeySet: ...
+        def _astate(self) -> AsyncState: ...
+        def _acquire_args(self, request: LockRequest, wait_ms: int) -> tuple[Any, list[str], list[Any], bytes]: ...
+        def _release_args(self, hold: Hold) -> tuple[str, list[str], list[Any]]: ...
+        def _extend_args(self, hold: Hold, ttl: float) -> tuple[list[str], list[Any]]: ...
+        def _unavailable(self, exc: BaseException, name: LockName | None = None) -> BackendUnavailable: ...
+        def _block_for(self, left_ms: int, remaining: float | None) -> float: ...
+        def _reply_until(self, block: float, deadline: Deadline) -> float: ...
+        def _backoff(self, lost: int) -> float: ...
+
+    async def _aattempt(self, request: LockRequest, wait_ms: int) -> Hold | int:
+        state = self._astate()
+        script, keys, args, token = self._acquire_args(request, wait_ms)
+        call = asyncio.ensure_future(state.run(script, keys, args))
+        try:
+            got, value = await asyncio.shield(call)
+        except asyncio.CancelledError:
+            # The server may still grant it: whatever it grants, give back.
+            call.add_done_callback(lambda done: self._release_orphaned_attempt(done, request, token))
+            raise
+        except self._errors as exc:
+            raise self._unavailable(exc, request.name) from exc
+        if got:
+            return Hold(request, data=token, token=int(value))
+        return int(value)
+
+    def _release_orphaned_attempt(self, done: asyncio.Future[Any], request: LockRequest, token: bytes) -> None:
+        if done.cancelled() or done.exception() is not None or not done.result()[0]:
+            return
+        self.executor().submit(self.release_quietly, Hold(request, data=token))
+
+    async def aacquire(self, request: LockRequest, timeout: float | None) -> Hold | None:
+        """:meth:`acquire` on the event loop (``redis.asyncio``), never in a thread."""
+        deadline = Deadline(timeout)
+        wake = self.keys_of(request.key).wake
+        woken = False
+        lost = 0
+        while True:
+            waiting = not deadline.expired()
+            result = await self._aattempt(request, self._wait_ms if waiting and not woken else 0)
+            if isinstance(result, Hold):
+                return result
+            if not waiting:
+                return None
+            if woken:
+                woken = False
+                lost += 1
+                await asyncio.sleep(deadline.cap(self._backoff(lost)))
+                continue
+            block = self._block_for(result, deadline.remaining())
+            if block >= 0.001:
+                woken = await self._apop(wake, block, deadline, request.name)
+            else:
+                await asyncio.sleep(deadline.cap(block))
+
+    async def _apop(self, wake: str, block: float, deadline: Deadline, name: LockName) -> bool:
+        """:meth:`_pop` on the event loop."""
+        until = self._reply_until(block, deadline)
+        try:
+            return await self._astate().pops(wake).pop(wake, block, until)
+        except self._errors as exc:
+            raise self._unavailable(exc, name) from exc
+
+    async def arelease(self, hold: Hold) -> None:
+        script, keys, args = self._release_args(hold)
+        try:
+            released = await self._astate().run(script, keys, args)
+        except self._errors as exc:
+            raise self._unavailable(exc, hold.name) from exc
+        if not released:
+            raise LockLost(f"{hold.name!r} was no longer held (lease expired or forced)", hold.name)
+
+    async def aextend(self, hold: Hold, ttl: float) -> None:
+        keys, args = self._extend_args(hold, ttl)
+        try:
+            extended = await self._astate().run("extend", keys, args)
+        except self._errors as exc:
+            raise self._unavailable(exc, hold.name) from exc
+        if not extended:
+            raise LockLost(f"{hold.name!r} was no longer held (lease expired or forced)", hold.name)
+
+    async def ais_locked(self, key: Key) -> bool:
+        try:
+            return bool(await self._astate().client.exists(self.keys_of(key).lock))
+        except self._errors as exc:
+            raise self._unavailable(exc) from exc

@@ -3,27 +3,15 @@
 The race the token prevents: a holder stalls past its lease, the key expires, another client
 takes the lock, and the first one, waking up, deletes the key, freeing the lock it no longer
 owns. Every release and extend is a script that acts only when the key still holds this hold's
-random token.
-
-Keys of one lock share the hash tag ``{K}`` (K: the lock's key), so one script touches one slot
-of a Redis Cluster:
-
-* ``<ns>{K}``: the lock. Held exclusively, a string ``token \\n since \\n owner \\n name`` with
-  the lease as its expiry (``SET NX PX``); held shared, a sorted set of the readers' tokens
-  scored by their lease ends (server ms), expiring with the last one. ``SET NX`` fails on either,
-  so an exclusive acquire needs no other check;
-* ``<ns>{K}:f``: the fencing counter (see ``ACQUIRE``);
-* ``<ns>{K}:q``: set while someone waits, so a release only signals when it matters;
-* ``<ns>{K}:w``: the wake-up list: a release pushes, a waiter's ``BLPOP`` returns. Unlike pub/sub,
-  a signal pushed between a waiter's failed attempt and its ``BLPOP`` is not lost.
+random token. The scripts, and the keys of one lock they act on (one hash tag, so one slot of a
+Redis Cluster), are in :mod:`locks_cache.redis_scripts`.
 
 Each uncontended acquire and each release is one round trip (``EVALSHA``), sent on connections of
-the backend's own (:mod:`locks_cache.redis_direct`) rather than through redis-py's client.
+the backend's own (:mod:`locks_cache.redis_connections`) rather than through redis-py's client.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import random
 import threading
@@ -53,168 +41,10 @@ from locks.deadline import Deadline
 from locks.exceptions import BackendUnavailable, LockLost
 from locks.keys import Key, KeySpec, LockName
 from locks_cache.options import as_bool, as_seconds, as_str, lift_query
-from locks_cache.redis_async import AsyncState, AsyncStates
-from locks_cache.redis_direct import DirectScripts, node_pops
-
-#: Fencing counters outlive the lease by this long, so a clock stepping back between two
-#: acquisitions still yields a larger token (see ``ACQUIRE``).
-FENCE_KEEP_MS = 3_600_000
-#: How long a release signal waits in the list for a waiter that is about to block.
-WAKE_KEEP_MS = 10_000
-#: Length of a hold's random token (hex), which leads the lock's value.
-TOKEN_CHARS = 32
-#: Names are recorded (for listing) up to this many characters.
-NAME_RECORDED = 1000
-
-_NOW_MS = (
-    "local now = redis.call('time')\nlocal now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)\n"
-)
-
-# Exclusive acquire. KEYS: lock, fence, wait flag, wake list. ARGV: value (token, since, owner,
-# name), ttl ms, wait ms. Returns {1, fence} when acquired, {0, ms until the holder's lease ends}
-# when busy (-1: no expiry). The fence is an INCR; a counter that does not exist (first use, or
-# expired an hour after it was created) starts at the server time in µs, so tokens keep growing
-# across its expiry as long as the server clock does not step back. An attempt that finds its own
-# token (sent again after the connection broke before the first reply) is told it holds the lock.
-# A waiting attempt (wait ms > 0) that fails sets the wait flag, so the next release signals, and
-# drops a pending signal: it was sent by a release before the current hold began, and would wake
-# this waiter for nothing.
-ACQUIRE = """
-if redis.call('set', KEYS[1], ARGV[1], 'nx', 'px', ARGV[2]) then
-  local fence = redis.call('incr', KEYS[2])
-  if fence == 1 then
-    local now = redis.call('time')
-    fence = tonumber(now[1]) * 1000000 + tonumber(now[2])
-    redis.call('set', KEYS[2], string.format('%d', fence), 'px', tonumber(ARGV[2]) + FENCE_KEEP_MS)
-  end
-  return {1, fence}
-end
-local held = redis.pcall('get', KEYS[1])
-if type(held) == 'string' and string.sub(held, 1, TOKEN_CHARS) == string.sub(ARGV[1], 1, TOKEN_CHARS) then
-  return {1, tonumber(redis.call('get', KEYS[2]))}
-end
-if ARGV[3] ~= '0' then
-  redis.call('set', KEYS[3], '1', 'px', ARGV[3])
-  redis.call('del', KEYS[4])
-end
-return {0, redis.call('pttl', KEYS[1])}
-"""
-
-# Shared acquire. KEYS: lock, fence, wait flag, wake list. ARGV: token, ttl ms, wait ms. Joins the readers
-# (dropping those whose lease ended) unless a writer holds the lock. Returns {1, current fence} or
-# {0, ms left} as ACQUIRE.
-ACQUIRE_SHARED = (
-    """
-local kind = redis.call('type', KEYS[1]).ok
-if kind ~= 'none' and kind ~= 'zset' then
-  if ARGV[3] ~= '0' then
-    redis.call('set', KEYS[3], '1', 'px', ARGV[3])
-    redis.call('del', KEYS[4])
-  end
-  return {0, redis.call('pttl', KEYS[1])}
-end
-"""
-    + _NOW_MS
-    + """
-if kind == 'zset' then redis.call('zremrangebyscore', KEYS[1], '-inf', now_ms) end
-redis.call('zadd', KEYS[1], now_ms + tonumber(ARGV[2]), ARGV[1])
-if redis.call('pttl', KEYS[1]) < tonumber(ARGV[2]) then redis.call('pexpire', KEYS[1], ARGV[2]) end
-return {1, tonumber(redis.call('get', KEYS[2]) or '0')}
-"""
-)
-
-# Signals a waiter when someone waits (KEYS[3]) and keeps at most one signal: Redis hands it to a
-# blocked waiter as soon as the script ends, so a pending signal means nobody is blocked now.
-_SIGNAL = """
-if redis.call('exists', KEYS[3]) == 1 and redis.call('llen', KEYS[2]) == 0 then
-  redis.call('rpush', KEYS[2], '1')
-  redis.call('pexpire', KEYS[2], WAKE_KEEP_MS)
-end
-"""
-
-# Exclusive release. KEYS: lock, wake list, wait flag. ARGV: token. Returns 1 when this hold was
-# released, 0 when it was no longer held (expired, forced, or the key is now readers').
-RELEASE = (
-    """
-local value = redis.pcall('get', KEYS[1])
-if type(value) ~= 'string' or string.sub(value, 1, #ARGV[1]) ~= ARGV[1] then return 0 end
-redis.call('del', KEYS[1])
-"""
-    + _SIGNAL
-    + "return 1\n"
-)
-
-# Shared release: as RELEASE, for one reader (whose lease must not have ended). The set then
-# expires with the longest lease left; the last reader out signals.
-RELEASE_SHARED = (
-    """
-if redis.call('type', KEYS[1]).ok ~= 'zset' then return 0 end
-local ends = redis.call('zscore', KEYS[1], ARGV[1])
-if not ends then return 0 end
-redis.call('zrem', KEYS[1], ARGV[1])
-"""
-    + _NOW_MS
-    + """
-redis.call('zremrangebyscore', KEYS[1], '-inf', now_ms)
-local last = redis.call('zrange', KEYS[1], -1, -1, 'withscores')
-if last[2] then redis.call('pexpireat', KEYS[1], last[2]) end
-if tonumber(ends) <= now_ms then return 0 end
-if last[2] then return 1 end
-"""
-    + _SIGNAL
-    + "return 1\n"
-)
-
-# KEYS: lock. ARGV: token, ttl ms, shared. Returns 1 when extended, 0 when no longer held.
-EXTEND = (
-    """
-if ARGV[3] == '1' then
-  if redis.call('type', KEYS[1]).ok ~= 'zset' then return 0 end
-  local ends = redis.call('zscore', KEYS[1], ARGV[1])
-"""
-    + _NOW_MS
-    + """
-  if not ends or tonumber(ends) <= now_ms then
-    if ends then redis.call('zrem', KEYS[1], ARGV[1]) end
-    return 0
-  end
-  redis.call('zadd', KEYS[1], now_ms + tonumber(ARGV[2]), ARGV[1])
-  if redis.call('pttl', KEYS[1]) < tonumber(ARGV[2]) then redis.call('pexpire', KEYS[1], ARGV[2]) end
-  return 1
-end
-local value = redis.pcall('get', KEYS[1])
-if type(value) ~= 'string' or string.sub(value, 1, #ARGV[1]) ~= ARGV[1] then return 0 end
-redis.call('pexpire', KEYS[1], ARGV[2])
-return 1
-"""
-)
-
-# KEYS: lock, wake list. Breaks every hold (the writer, or every reader); returns how many.
-FORCE = """
-local kind = redis.call('type', KEYS[1]).ok
-local broken = 0
-if kind == 'zset' then broken = redis.call('zcard', KEYS[1]) elseif kind ~= 'none' then broken = 1 end
-redis.call('del', KEYS[1])
-if broken > 0 then
-  redis.call('rpush', KEYS[2], '1')
-  redis.call('pexpire', KEYS[2], WAKE_KEEP_MS)
-end
-return broken
-"""
-
-_SCRIPTS = {
-    name: src.replace("FENCE_KEEP_MS", str(FENCE_KEEP_MS))
-    .replace("WAKE_KEEP_MS", str(WAKE_KEEP_MS))
-    .replace("TOKEN_CHARS", str(TOKEN_CHARS))
-    for name, src in {
-        "acquire": ACQUIRE,
-        "acquire_shared": ACQUIRE_SHARED,
-        "release": RELEASE,
-        "release_shared": RELEASE_SHARED,
-        "extend": EXTEND,
-        "force": FORCE,
-    }.items()
-}
+from locks_cache.redis_async import AsyncRedisPrimitives, AsyncState, AsyncStates
+from locks_cache.redis_connections import DirectScripts, node_pops
+from locks_cache.redis_listing import scan_holders
+from locks_cache.redis_scripts import NAME_RECORDED, SCRIPTS, TOKEN_CHARS, KeySet
 
 # Query parameters of a redis:// URL that are lock options (the others go to redis-py).
 _URL_OPTIONS = {
@@ -231,10 +61,6 @@ _CLIENT_DEFAULTS = {"socket_connect_timeout": 5.0, "socket_timeout": 5.0}
 _LOCK_OPTIONS = {"NAMESPACE", "DEFAULT_TTL", "TTL", "CLUSTER", "WAIT_SLICE"}
 
 
-def _text(key: str | bytes) -> str:
-    return key.decode("utf-8", "surrogateescape") if isinstance(key, bytes) else key
-
-
 def _import_redis() -> Any:
     try:
         import redis
@@ -243,20 +69,7 @@ def _import_redis() -> Any:
     return redis
 
 
-class _KeySet:
-    """The server keys of one lock (all with the same hash tag)."""
-
-    __slots__ = ("fence", "lock", "wait", "wake")
-
-    def __init__(self, namespace: str, key: Key) -> None:
-        base = f"{namespace}{{{key}}}"
-        self.lock = base
-        self.fence = base + ":f"
-        self.wait = base + ":q"
-        self.wake = base + ":w"
-
-
-class RedisLockBackend(BaseLockBackend):
+class RedisLockBackend(AsyncRedisPrimitives, BaseLockBackend):
     """Locks on Redis (or Valkey, KeyDB, a Redis Cluster): leases with fencing tokens, shared
     locks, waiters woken by the release, and a native asyncio path.
 
@@ -277,7 +90,6 @@ class RedisLockBackend(BaseLockBackend):
 
     capabilities = frozenset({TTL, SHARED, FENCING, LISTING, FORCE_RELEASE, NOTIFY, WATCHDOG, ASYNC_NATIVE})
     key_spec = KeySpec(kind="text", max_length=200)
-    url_schemes = ("redis", "rediss")
     watchdog_interval = 2.0
     #: Back-off of a waiter that was woken but lost the race (the releaser took the lock again):
     #: doubles from ``backoff_min`` up to ``backoff_max`` (seconds), with jitter, before it queues
@@ -313,7 +125,7 @@ class RedisLockBackend(BaseLockBackend):
                 "lower-case keys go to the redis-py client)"
             )
         self.client_kwargs: dict[str, Any] = dict(opts)
-        self._keysets: dict[Key, _KeySet] = {}
+        self._keysets: dict[Key, KeySet] = {}
         self._async = AsyncStates()
         self._infos: dict[object, bytes] = {}
         self._redis = _import_redis()
@@ -332,7 +144,7 @@ class RedisLockBackend(BaseLockBackend):
         self._node_pops: dict[str, DirectScripts] = {}  # cluster: blocking pops per node
         if not self.cluster:
             self._client = self._make_client()  # cheap: redis-py connects on first use
-            self._direct = DirectScripts(self._client.connection_pool, _SCRIPTS, self._redis.exceptions)
+            self._direct = DirectScripts(self._client.connection_pool, SCRIPTS, self._redis.exceptions)
         socket_timeout = self._socket_timeout()
         # A blocking wait must end well before the socket read times out.
         self.wait_slice = min(wait_slice or 2.0, socket_timeout / 2) if socket_timeout else wait_slice or 2.0
@@ -357,12 +169,12 @@ class RedisLockBackend(BaseLockBackend):
         scripts = self._scripts_by_name
         if scripts is None:
             client = self.client
-            scripts = self._scripts_by_name = {name: client.register_script(src) for name, src in _SCRIPTS.items()}
+            scripts = self._scripts_by_name = {name: client.register_script(src) for name, src in SCRIPTS.items()}
         return scripts
 
     def _run(self, script: str, keys: list[str], args: list[Any]) -> Any:
         """Runs one of the lock scripts: over connections of its own (see
-        :mod:`locks_cache.redis_direct`), or through redis-py's client on a cluster."""
+        :mod:`locks_cache.redis_connections`), or through redis-py's client on a cluster."""
         if self._direct is None:
             return self._scripts[script](keys, args)
         return self._direct(script, keys, args)
@@ -409,15 +221,15 @@ class RedisLockBackend(BaseLockBackend):
         return self._async.get(self._new_astate)
 
     def _new_astate(self) -> AsyncState:
-        return AsyncState(self._async_client(), _SCRIPTS, self._redis.exceptions, self.cluster)
+        return AsyncState(self._async_client(), SCRIPTS, self._redis.exceptions, self.cluster)
 
     # -- keys ---------------------------------------------------------------------------------
-    def keys_of(self, key: Key) -> _KeySet:
+    def keys_of(self, key: Key) -> KeySet:
         keyset = self._keysets.get(key)
         if keyset is None:
             if len(self._keysets) > 4096:
                 self._keysets.clear()
-            keyset = self._keysets[key] = _KeySet(self.namespace, key)
+            keyset = self._keysets[key] = KeySet(self.namespace, key)
         return keyset
 
     def _info(self, request: LockRequest) -> bytes:
@@ -506,13 +318,11 @@ class RedisLockBackend(BaseLockBackend):
     def _pop(self, wake: str, block: float, deadline: Deadline, name: LockName) -> bool:
         """Blocks on the wake-up list for ``block`` seconds: whether a release signalled.
 
-        The server's reply may come up to 1/hz late (see :mod:`locks_cache.redis_direct`), so it
+        The server's reply may come up to 1/hz late (see :mod:`locks_cache.redis_connections`), so it
         is waited for no later than the deadline, nor past ``block`` when that is shorter than a
         slice (the holder's lease ends), nor past a further slice (a frozen server is then
         detected within the socket timeout)."""
-        until = time.monotonic() + block + (self.wait_slice if block >= self.wait_slice else 0.0)
-        if deadline.at is not None:
-            until = min(until, deadline.at)
+        until = self._reply_until(block, deadline)
         try:
             pops = self._direct
             if pops is None:
@@ -523,6 +333,11 @@ class RedisLockBackend(BaseLockBackend):
             return pops.pop(wake, block, until)
         except self._errors as exc:
             raise self._unavailable(exc, name) from exc
+
+    def _reply_until(self, block: float, deadline: Deadline) -> float:
+        """When to give up on the reply of a ``BLPOP`` of ``block`` seconds (see :meth:`_pop`)."""
+        until = time.monotonic() + block + (self.wait_slice if block >= self.wait_slice else 0.0)
+        return until if deadline.at is None else min(until, deadline.at)
 
     def _backoff(self, lost: int) -> float:
         return float(min(self.backoff_max, self.backoff_min * 2 ** min(lost, 16))) * random.uniform(0.5, 1.0)
@@ -586,60 +401,9 @@ class RedisLockBackend(BaseLockBackend):
         """Held locks from a ``SCAN`` of the namespace (every node of a cluster). Readers record
         no name: shared holds are listed only when no ``prefix`` is given."""
         try:
-            found = [_text(k) for k in self.client.scan_iter(match=f"{self.namespace}{{*}}", count=1000)]
-            pipe = self.client.pipeline(transaction=False)
-            for key in found:
-                pipe.type(key)
-            kinds = [_text(kind) for kind in pipe.execute()]
-            pipe = self.client.pipeline(transaction=False)
-            for key, kind in zip(found, kinds):
-                if kind == "string":
-                    pipe.get(key)
-                    pipe.pttl(key)
-                    pipe.get(key + ":f")
-                elif kind == "zset":
-                    pipe.zrange(key, 0, -1, withscores=True)
-            replies = iter(pipe.execute())
+            return scan_holders(self.client, self.namespace, prefix)
         except self._errors as exc:
             raise self._unavailable(exc) from exc
-        now = time.time()
-        start = len(self.namespace) + 1
-        result = []
-        for full, kind in zip(found, kinds):
-            if kind == "zset":
-                live = [score for _, score in next(replies) if score / 1000 > now]
-                if live and prefix is None:
-                    result.append(
-                        HolderInfo(
-                            key=full[start:-1], shared=True, expires_at=max(live) / 1000, extra={"holders": len(live)}
-                        )
-                    )
-                continue
-            if kind != "string":
-                continue
-            value, pttl, fence = next(replies), next(replies), next(replies)
-            fields = value.split(b"\n", 3) if value else []
-            if len(fields) < 4:
-                continue
-            name = fields[3].decode("utf-8", "surrogatepass")
-            if prefix is not None and not name.startswith(prefix):
-                continue
-            owner = fields[2].decode("utf-8", "replace")
-            host, _, rest = owner.partition(":")
-            pid = rest.partition(":")[0]
-            result.append(
-                HolderInfo(
-                    key=full[start:-1],
-                    name=name,
-                    owner=owner,
-                    host=host or None,
-                    pid=int(pid) if pid.isdigit() else None,
-                    since=float(fields[1]),
-                    expires_at=now + pttl / 1000 if pttl and pttl > 0 else None,
-                    token=int(fence) if fence and fence.isdigit() else None,
-                )
-            )
-        return result
 
     def force_release(self, name: LockName) -> int:
         keys = self.keys_of(self.make_key(self.validate_name(name)))
@@ -676,86 +440,6 @@ class RedisLockBackend(BaseLockBackend):
             pops.forget()
         self._node_pops = {}
         self._async.forget()
-
-    # -- asyncio, on the loop ---------------------------------------------------------------
-    async def _aattempt(self, request: LockRequest, wait_ms: int) -> Hold | int:
-        state = self._astate()
-        script, keys, args, token = self._acquire_args(request, wait_ms)
-        call = asyncio.ensure_future(state.run(script, keys, args))
-        try:
-            got, value = await asyncio.shield(call)
-        except asyncio.CancelledError:
-            # The server may still grant it: whatever it grants, give back.
-            call.add_done_callback(lambda done: self._release_orphaned_attempt(done, request, token))
-            raise
-        except self._errors as exc:
-            raise self._unavailable(exc, request.name) from exc
-        if got:
-            return Hold(request, data=token, token=int(value))
-        return int(value)
-
-    def _release_orphaned_attempt(self, done: asyncio.Future[Any], request: LockRequest, token: bytes) -> None:
-        if done.cancelled() or done.exception() is not None or not done.result()[0]:
-            return
-        self.executor().submit(self._quiet_release, Hold(request, data=token))
-
-    async def aacquire(self, request: LockRequest, timeout: float | None) -> Hold | None:
-        """:meth:`acquire` on the event loop (``redis.asyncio``), never in a thread."""
-        deadline = Deadline(timeout)
-        wake = self.keys_of(request.key).wake
-        woken = False
-        lost = 0
-        while True:
-            waiting = not deadline.expired()
-            result = await self._aattempt(request, self._wait_ms if waiting and not woken else 0)
-            if isinstance(result, Hold):
-                return result
-            if not waiting:
-                return None
-            if woken:
-                woken = False
-                lost += 1
-                await asyncio.sleep(deadline.cap(self._backoff(lost)))
-                continue
-            block = self._block_for(result, deadline.remaining())
-            if block >= 0.001:
-                woken = await self._apop(wake, block, deadline, request.name)
-            else:
-                await asyncio.sleep(deadline.cap(block))
-
-    async def _apop(self, wake: str, block: float, deadline: Deadline, name: LockName) -> bool:
-        """:meth:`_pop` on the event loop."""
-        until = time.monotonic() + block + (self.wait_slice if block >= self.wait_slice else 0.0)
-        if deadline.at is not None:
-            until = min(until, deadline.at)
-        try:
-            return await self._astate().pops(wake).pop(wake, block, until)
-        except self._errors as exc:
-            raise self._unavailable(exc, name) from exc
-
-    async def arelease(self, hold: Hold) -> None:
-        script, keys, args = self._release_args(hold)
-        try:
-            released = await self._astate().run(script, keys, args)
-        except self._errors as exc:
-            raise self._unavailable(exc, hold.name) from exc
-        if not released:
-            raise LockLost(f"{hold.name!r} was no longer held (lease expired or forced)", hold.name)
-
-    async def aextend(self, hold: Hold, ttl: float) -> None:
-        keys, args = self._extend_args(hold, ttl)
-        try:
-            extended = await self._astate().run("extend", keys, args)
-        except self._errors as exc:
-            raise self._unavailable(exc, hold.name) from exc
-        if not extended:
-            raise LockLost(f"{hold.name!r} was no longer held (lease expired or forced)", hold.name)
-
-    async def ais_locked(self, key: Key) -> bool:
-        try:
-            return bool(await self._astate().client.exists(self.keys_of(key).lock))
-        except self._errors as exc:
-            raise self._unavailable(exc) from exc
 
     # -- bench --------------------------------------------------------------------------------
     _bench_label: ClassVar[str] = "locks-cache Redis"

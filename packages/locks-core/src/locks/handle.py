@@ -298,8 +298,6 @@ class LockBase:
             except Exception:  # noqa: BLE001 - a failing callback must not kill the keeper
                 keeper_module.logger.exception("on_lost callback of %r raised", self.name)
 
-    _notify_lost = notify_lost
-
     def forget_holder(self, holder: object) -> None:
         """Drop what this handle recorded for a thread or task that has ended."""
         self._stacks.pop(holder, None)

@@ -123,7 +123,6 @@ class FileLockBackend(BaseLockBackend):
         {SHARED, FENCING, LISTING, SESSION_BOUND, WATCHDOG} | ({NOTIFY} if inotify.AVAILABLE else set())
     )
     key_spec = KeySpec(kind="text", max_length=200, safe_chars=SAFE_CHARS - {":", "="})
-    url_schemes = ("file",)
     watchdog_interval = 5.0
 
     def __init__(

@@ -22,15 +22,12 @@ Round trips. Acquiring is one ``SELECT`` that also draws the fencing token; rele
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import time
 import weakref
 from _thread import get_ident
 from collections.abc import Mapping
 from typing import Any, ClassVar
-
-from django.core.exceptions import ImproperlyConfigured
 
 from locks.backends import (
     FENCING,
@@ -41,13 +38,14 @@ from locks.backends import (
     WATCHDOG,
     BaseLockBackend,
     Hold,
-    HolderInfo,
     LockRequest,
 )
 from locks.exceptions import BackendUnavailable, LockError, LockLost, NotSupported
-from locks.keys import HASH_MARKER, SAFE_CHARS, Key, KeySpec, LockName, make_key
+from locks.keys import SAFE_CHARS, Key, KeySpec, LockName, make_key
 from locks_mysql import connection as mysql
+from locks_mysql.administration import Administration
 from locks_mysql.connection import Session
+from locks_mysql.options import parse_options
 
 __all__ = ["LockDeadlock", "UserLockBackend"]
 
@@ -58,11 +56,6 @@ FOREVER_SLICE = 86_400
 MYSQL_POLL = 0.01
 #: The longest namespace (``<db>.<KEY_PREFIX>``) kept readable; a longer one is hashed.
 NAMESPACE_MAX = 23
-#: mysqlclient arguments that OPTIONS may pass through (URL query parameters included).
-PASS_THROUGH = frozenset(
-    {"unix_socket", "charset", "read_default_file", "read_default_group", "ssl", "ssl_mode", "init_command"}
-)
-INT_OPTIONS = frozenset({"connect_timeout", "read_timeout", "write_timeout", "wait_timeout"})
 
 # Connections a forked child inherited but could not detach from the parent's sockets: kept
 # referenced forever, since collecting one would send COM_QUIT and end the parent's session.
@@ -74,17 +67,17 @@ class LockDeadlock(LockError):
     of the requested one is waiting for. Release your locks and retry, or take them in one order."""
 
 
-class UserLockBackend(BaseLockBackend):
+class UserLockBackend(Administration, BaseLockBackend):
     """Locks with MySQL's and MariaDB's ``GET_LOCK``.
 
     ``LOCATION``: ``mysql://user:password@host:3306/database`` (``mariadb://`` too). Without it,
-    ``OPTIONS['database']`` names a Django ``DATABASES`` alias (default ``"default"``) whose
+    ``OPTIONS['DATABASE']`` names a Django ``DATABASES`` alias (default ``"default"``) whose
     connection settings are used for connections this backend opens itself.
 
-    ``OPTIONS``: ``database`` (a ``DATABASES`` alias), ``connect_timeout`` (seconds, default 5),
-    ``wait_timeout`` (seconds an idle connection, and so a lock held on it without traffic, is
-    kept by the server; default: the server's ``wait_timeout``),
-    ``max_idle`` (idle connections kept, default 8), ``KEY_PREFIX``, ``WATCHDOG``, and the
+    ``OPTIONS`` (see :mod:`locks_mysql.options`): ``DATABASE`` (a ``DATABASES`` alias),
+    ``connect_timeout`` (seconds, default 5), ``wait_timeout`` (seconds an idle connection, and
+    so a lock held on it without traffic, is kept by the server; default: the server's
+    ``wait_timeout``), ``max_idle`` (idle connections kept, default 8), ``KEY_PREFIX``, ``WATCHDOG``, and the
     mysqlclient arguments ``unix_socket``, ``charset``, ``read_default_file``,
     ``read_default_group``, ``ssl``, ``ssl_mode``, ``init_command``, ``read_timeout``,
     ``write_timeout``.
@@ -92,7 +85,6 @@ class UserLockBackend(BaseLockBackend):
 
     capabilities = frozenset({FENCING, LISTING, FORCE_RELEASE, SESSION_BOUND, NOTIFY, WATCHDOG})
     key_spec = KeySpec(kind="text", max_length=64, case_insensitive=True)
-    url_schemes = ("mysql", "mariadb")
     watchdog_interval = 2.0
     #: Whether MariaDB is sent fractional timeouts (MySQL always gets whole seconds and polls
     #: the last fraction); False makes MariaDB behave as MySQL does (tests use it).
@@ -104,63 +96,18 @@ class UserLockBackend(BaseLockBackend):
         self, alias: str = "default", location: str | None = None, options: Mapping[str, Any] | None = None
     ) -> None:
         super().__init__(alias, location, options)
-        opts = dict(self.options)
-        database = opts.pop("database", opts.pop("DATABASE", None))
-        if location is not None:
-            if not isinstance(location, str):
-                raise ImproperlyConfigured("the MySQL lock backend's LOCATION must be a mysql:// URL")
-            if database is not None:
-                raise ImproperlyConfigured(
-                    "give the MySQL lock backend a LOCATION URL or OPTIONS['database'], not both"
-                )
-            self._url_params: dict[str, Any] | None = mysql.params_from_url(location)
-        else:
-            self._url_params = None
-            if database is None:
-                database = "default"
-            if not isinstance(database, str):
-                raise ImproperlyConfigured("OPTIONS['database'] must be a DATABASES alias (str)")
-            from django.conf import settings
-
-            # Caught here (manage.py check builds every backend); the server is not touched.
-            if settings.configured and database not in settings.DATABASES:
-                raise ImproperlyConfigured(f"OPTIONS['database'] = {database!r} is not in DATABASES")
-        self.database_alias: str | None = database
-        extra: dict[str, Any] = {}
-        max_idle = opts.pop("max_idle", 8)
-        for name in list(opts):
-            value = opts.pop(name)
-            if name in INT_OPTIONS:
-                try:
-                    number = float(value)
-                except (TypeError, ValueError):
-                    raise ImproperlyConfigured(
-                        f"OPTIONS[{name!r}] must be a number of seconds, not {value!r}"
-                    ) from None
-                if not number > 0 or math.isinf(number):
-                    raise ImproperlyConfigured(f"OPTIONS[{name!r}] must be positive, not {value!r}")
-                extra[name] = max(1, math.ceil(number))
-            elif name in PASS_THROUGH:
-                extra[name] = value
-            else:
-                raise ImproperlyConfigured(
-                    f"unknown OPTIONS for the MySQL lock backend: {name!r} "
-                    f"(known: database, max_idle, {', '.join(sorted(INT_OPTIONS | PASS_THROUGH))})"
-                )
-        try:
-            self.max_idle = int(max_idle)
-        except (TypeError, ValueError):
-            raise ImproperlyConfigured(f"OPTIONS['max_idle'] must be an int, not {max_idle!r}") from None
-        if self.max_idle < 0:
-            raise ImproperlyConfigured("OPTIONS['max_idle'] must not be negative")
+        parsed = parse_options(location, self.options)
+        self._url_params = parsed.url_params
+        self.database_alias: str | None = parsed.database_alias
+        self.max_idle = parsed.max_idle
+        extra = parsed.extra
         # A server wait must end before the client's read_timeout gives up on the connection
         # (which would end the session, and every lock the thread holds on it).
         read_timeout = extra.get("read_timeout")
         self.wait_slice: float = FOREVER_SLICE if read_timeout is None else read_timeout * 0.8
         # The timeout argument of a wait without deadline, when both servers read it alike.
         self._forever: str | None = str(int(self.wait_slice)) if self.wait_slice >= 1 else None
-        # Not a mysqlclient argument: the session's wait_timeout, set once per new connection.
-        self.session_wait_timeout: int | None = extra.pop("wait_timeout", None)
+        self.session_wait_timeout = parsed.session_wait_timeout
         self._extra = extra
         self._params_cache: dict[str, Any] | None = None
         self._namespace_cache: str | None = None
@@ -446,113 +393,6 @@ class UserLockBackend(BaseLockBackend):
         # the thread's shared one.
         return self._acquire(request, timeout, False)
 
-    # -- listing and administration -----------------------------------------------------------
-    def holders(self, prefix: str | None = None) -> list[HolderInfo]:
-        """Held locks of this namespace: from ``information_schema.METADATA_LOCK_INFO`` on
-        MariaDB (the ``metadata_lock_info`` plugin) or ``performance_schema.metadata_locks`` on
-        MySQL. A hashed name is listed by key (``name`` is ``None``); ``prefix`` matches it by
-        its readable stem."""
-        session = self._checkout()
-        try:
-            rows = self._listing_rows(session)
-        except mysql.driver().Error as exc:
-            session.close()
-            if mysql.is_disconnect(exc):
-                raise BackendUnavailable(f"MySQL at {self.where} dropped the connection: {exc}") from exc
-            if mysql.error_code(exc) in (1044, 1142, 1227):  # access denied
-                raise NotSupported(
-                    f"listing user locks needs read access to the server's lock tables "
-                    f"(performance_schema on MySQL, information_schema on MariaDB): {exc}"
-                ) from exc
-            raise LockError(f"listing user locks failed: {exc}") from exc
-        finally:
-            self._checkin(session)
-        namespace = self.namespace
-        found = []
-        for connection_id, key, held_ms, client, pid in rows:
-            key = key.decode() if isinstance(key, bytes) else str(key)
-            if not key.startswith(namespace):
-                continue
-            rest = key[len(namespace) :]
-            hashed = HASH_MARKER in rest
-            name = None if hashed else rest
-            if prefix is not None and not _matches(prefix, rest, hashed, self):
-                continue
-            client = client.decode() if isinstance(client, bytes) else client
-            pid = pid.decode() if isinstance(pid, bytes) else pid
-            found.append(
-                HolderInfo(
-                    key=key,
-                    name=name,
-                    owner=f"connection {connection_id}" + (f" from {client}" if client else ""),
-                    pid=int(pid) if pid and str(pid).isdigit() else None,
-                    host=client.rsplit(":", 1)[0] if client else None,
-                    since=None if held_ms is None else time.time() - float(held_ms) / 1000,
-                    extra={"connection_id": int(connection_id), "hashed": hashed},
-                )
-            )
-        return found
-
-    def _listing_rows(self, session: Session) -> tuple[tuple[Any, ...], ...]:
-        error = mysql.driver().Error
-        if session.mariadb:
-            try:
-                return session.rows(
-                    "SELECT m.THREAD_ID, m.TABLE_SCHEMA, m.LOCK_TIME_MS, p.HOST, NULL"
-                    " FROM information_schema.METADATA_LOCK_INFO m"
-                    " LEFT JOIN information_schema.PROCESSLIST p ON p.ID = m.THREAD_ID"
-                    " WHERE m.LOCK_TYPE = 'User lock'"
-                )
-            except error as exc:
-                if mysql.error_code(exc) in (1109, 1146):  # unknown table: the plugin is not loaded
-                    raise NotSupported(
-                        "listing user locks on MariaDB needs the metadata_lock_info plugin: run "
-                        "INSTALL SONAME 'metadata_lock_info' (or add plugin_load_add = metadata_lock_info "
-                        "to the server's configuration)"
-                    ) from exc
-                raise
-        (enabled,) = session.row("SELECT @@performance_schema")
-        if not enabled:
-            raise NotSupported("listing user locks on MySQL needs performance_schema = ON (the server's default)")
-        return session.rows(
-            "SELECT t.PROCESSLIST_ID, m.OBJECT_NAME, NULL, t.PROCESSLIST_HOST, a.ATTR_VALUE"
-            " FROM performance_schema.metadata_locks m"
-            " JOIN performance_schema.threads t ON t.THREAD_ID = m.OWNER_THREAD_ID"
-            # the client library sends its process id as the connection attribute _pid
-            " LEFT JOIN performance_schema.session_connect_attrs a"
-            " ON a.PROCESSLIST_ID = t.PROCESSLIST_ID AND a.ATTR_NAME = '_pid'"
-            " WHERE m.OBJECT_TYPE = 'USER LEVEL LOCK' AND m.LOCK_STATUS = 'GRANTED'"
-        )
-
-    def force_release(self, name: LockName) -> int:
-        """Break a held lock by ending its holder's connection (``KILL``): every lock that
-        connection holds is released and its holder gets :class:`~locks.exceptions.LockLost`.
-        Needs the ``CONNECTION_ADMIN`` (MySQL) or ``CONNECTION ADMIN``/``SUPER`` (MariaDB)
-        privilege unless the holder connected as the same user."""
-        key = self.make_key(self.validate_name(name))
-        (holder,) = self._admin(f"SELECT IS_USED_LOCK('{key}')")
-        if holder is None:
-            return 0
-        try:
-            self._admin(f"KILL CONNECTION {int(holder)}")
-        except mysql.driver().Error as exc:
-            code = mysql.error_code(exc)
-            if code == 1094:  # unknown thread: it ended meanwhile
-                return 0
-            if code in (1095, 1227):
-                raise NotSupported(
-                    f"{name!r} is held by connection {holder}, which this user may not KILL: {exc}", name
-                ) from exc
-            raise
-        # KILL is asynchronous: wait (briefly) until the server has let the lock go.
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            (now,) = self._admin(f"SELECT IS_USED_LOCK('{key}')")
-            if now != holder:
-                break
-            time.sleep(0.005)
-        return 1
-
     def close(self) -> None:
         idle, self._idle = self._idle, []
         for session in idle:
@@ -579,12 +419,3 @@ class UserLockBackend(BaseLockBackend):
         self._idle = []
         self._threads = {}
         self._sessions = weakref.WeakSet()
-
-
-def _matches(prefix: str, rest: str, hashed: bool, backend: UserLockBackend) -> bool:
-    if not hashed:
-        return rest.startswith(prefix)
-    # A hashed key keeps a readable stem: the first characters of the name, unsafe ones as "_".
-    stem = rest.split(HASH_MARKER, 1)[0]
-    wanted = "".join(c if c in backend.key_spec.safe_chars else "_" for c in prefix).lower()
-    return stem.startswith(wanted[: len(stem)]) if len(wanted) > len(stem) else stem.startswith(wanted)

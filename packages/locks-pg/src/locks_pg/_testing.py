@@ -29,10 +29,10 @@ def configure_django(extra_databases: dict[str, Any] | None = None) -> None:
         INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth", "locks", "locks_pg"],
         DATABASES={"default": database_settings(), **(extra_databases or {})},
         LOCKS={
-            "default": {"BACKEND": "locks_pg.AdvisoryLockBackend", "OPTIONS": {"database": "default"}},
+            "default": {"BACKEND": "locks_pg.AdvisoryLockBackend", "OPTIONS": {"DATABASE": "default"}},
             "xact": {
                 "BACKEND": "locks_pg.TransactionAdvisoryLockBackend",
-                "OPTIONS": {"database": "default"},
+                "OPTIONS": {"DATABASE": "default"},
             },
         },
         USE_TZ=True,

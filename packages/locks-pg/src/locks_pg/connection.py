@@ -47,7 +47,7 @@ def conninfo_from_django(alias: str) -> dict[str, Any]:
     from django.db import connections
 
     if not settings.configured or alias not in settings.DATABASES:
-        raise ImproperlyConfigured(f"OPTIONS['database'] = {alias!r} is not an alias of DATABASES")
+        raise ImproperlyConfigured(f"OPTIONS['DATABASE'] = {alias!r} is not an alias of DATABASES")
     connection = connections[alias]
     if connection.vendor != "postgresql":
         raise ImproperlyConfigured(

@@ -1,5 +1,5 @@
 """Transaction scope: ``pg_advisory_xact_lock`` in the caller's open Django transaction
-(``OPTIONS['database']``), released by PostgreSQL at commit or rollback. It works behind
+(``OPTIONS['DATABASE']``), released by PostgreSQL at commit or rollback. It works behind
 pgbouncer in transaction pooling mode, where session locks cannot."""
 
 from __future__ import annotations

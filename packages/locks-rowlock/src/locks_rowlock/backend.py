@@ -13,12 +13,10 @@ visible at once and survives the caller's rollback.
 
 from __future__ import annotations
 
-import hashlib
 import random
 import threading
 import time
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
 from typing import Any, ClassVar, TypeVar
 
 from django.core.exceptions import ImproperlyConfigured
@@ -41,7 +39,6 @@ from locks.deadline import Deadline
 from locks.exceptions import BackendUnavailable, LockLost
 from locks.keys import Key, KeySpec, LockName
 from locks_rowlock.connections import (
-    URL_SCHEMES,
     ConnectionPool,
     ensure_django_settings,
     off_loop,
@@ -49,61 +46,15 @@ from locks_rowlock.connections import (
     settings_from_url,
 )
 from locks_rowlock.dialects import DIALECTS, TABLE, Dialect, PostgreSQLDialect
+from locks_rowlock.options import KNOWN_OPTIONS, as_flag, as_seconds, driver_values
+from locks_rowlock.rows import digest_of, display_name, unix_time
+from locks_rowlock.table import create_table
 
 T = TypeVar("T")
 
 #: Keys fit the ``lock_key`` column; longer or unsafe names are hashed by ``locks.keys``.
 KEY_SPEC = KeySpec(max_length=200)
 _FIELD_MAX = 255
-_OPTIONS = {"DATABASE", "NOTIFY", "POLL_MIN", "POLL_MAX", "NOTIFY_POLL", "DEFAULT_TTL", "CREATE_TABLE"}
-
-
-def digest_of(key: Key) -> str:
-    """The primary key of a lock's row: SHA-256 of its key (names of any length fit)."""
-    return hashlib.sha256(str(key).encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def display_name(name: LockName) -> str:
-    """The name as stored for display: text columns take no NUL and no lone surrogate."""
-    text = str(name).encode("utf-8", "backslashreplace").decode("utf-8")
-    return text.replace("\x00", "\\x00")
-
-
-def _flag(value: Any, what: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-        return value.lower() in ("1", "true", "yes", "on")
-    raise TypeError(f"OPTIONS[{what!r}] must be a bool, not {value!r}")
-
-
-def _seconds(value: Any, what: str) -> float:
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"OPTIONS[{what!r}] must be a number of seconds, not {value!r}") from None
-    if not seconds > 0 or seconds == float("inf"):
-        raise ValueError(f"OPTIONS[{what!r}] must be positive and finite, not {value!r}")
-    return seconds
-
-
-def _unix(value: Any) -> float | None:
-    """A datetime read back from the database (aware, naive UTC, or SQLite text) as Unix time."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        from django.utils.dateparse import parse_datetime
-
-        parsed = parse_datetime(value)
-        if parsed is None:
-            return None
-        value = parsed
-    if isinstance(value, datetime):
-        moment: datetime = value
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=timezone.utc)  # stored as UTC by the SQL clocks
-        return moment.timestamp()
-    return None
 
 
 class RowLockBackend(BaseLockBackend):
@@ -130,7 +81,6 @@ class RowLockBackend(BaseLockBackend):
 
     capabilities: ClassVar[frozenset[str]] = frozenset({TTL, FENCING, LISTING, FORCE_RELEASE, WATCHDOG})
     key_spec: ClassVar[KeySpec] = KEY_SPEC
-    url_schemes: ClassVar[tuple[str, ...]] = URL_SCHEMES
     poll_min: ClassVar[float] = 0.001
     poll_max: ClassVar[float] = 0.025
     notify_poll: ClassVar[float] = 0.25
@@ -141,11 +91,11 @@ class RowLockBackend(BaseLockBackend):
         super().__init__(alias, location, options)
         opts = {str(k).upper(): v for k, v in self.options.items()}
         database = opts.pop("DATABASE", None)
-        notify = _flag(opts.pop("NOTIFY", True), "NOTIFY")
+        notify = as_flag(opts.pop("NOTIFY", True), "NOTIFY")
         create = opts.pop("CREATE_TABLE", None)
         for what in ("POLL_MIN", "POLL_MAX", "NOTIFY_POLL", "DEFAULT_TTL"):
             if what in opts:
-                setattr(self, what.lower(), _seconds(opts.pop(what), what))
+                setattr(self, what.lower(), as_seconds(opts.pop(what), what))
         if self.poll_min > self.poll_max:
             raise ValueError("OPTIONS['POLL_MIN'] must not exceed OPTIONS['POLL_MAX']")
         if location:
@@ -158,18 +108,18 @@ class RowLockBackend(BaseLockBackend):
             # Query parameters that are not ours go to the driver.
             driver = {k: v for k, v in self.options.items() if str(k).upper() in opts}
             self.database = None
-            self.create_table = True if create is None else _flag(create, "CREATE_TABLE")
-            settings = own_settings(base, _driver_values(driver))
+            self.create_table = True if create is None else as_flag(create, "CREATE_TABLE")
+            settings = own_settings(base, driver_values(driver))
         else:
             if opts:
                 raise ValueError(
-                    f"unknown OPTIONS for the lock-table backend: {sorted(opts)} (known: {sorted(_OPTIONS)})"
+                    f"unknown OPTIONS for the lock-table backend: {sorted(opts)} (known: {sorted(KNOWN_OPTIONS)})"
                 )
             database = "default" if database is None else database
             if not isinstance(database, str):
                 raise TypeError(f"OPTIONS['DATABASE'] must be a DATABASES alias (str), not {type(database).__name__}")
             self.database = database
-            self.create_table = False if create is None else _flag(create, "CREATE_TABLE")
+            self.create_table = False if create is None else as_flag(create, "CREATE_TABLE")
             settings = self._settings_of_alias(database)
         self._pool = ConnectionPool(settings, f"locks-{alias}")
         dialect_class = DIALECTS.get(self._pool.vendor)
@@ -451,8 +401,8 @@ class RowLockBackend(BaseLockBackend):
                     owner=f"{host}:{pid}:{thread}",
                     pid=pid,
                     host=host,
-                    since=_unix(acquired_at),
-                    expires_at=_unix(expires_at),
+                    since=unix_time(acquired_at),
+                    expires_at=unix_time(expires_at),
                     token=int(version),
                     extra={"owner_id": owner_uuid, "thread": thread},
                 )
@@ -474,7 +424,7 @@ class RowLockBackend(BaseLockBackend):
         """Delete rows released or expired more than ``older_than`` seconds ago (by the database's
         clock); the number deleted. A held lock's row is never deleted; a deleted name's next
         fencing token still exceeds every earlier one (see :mod:`locks_rowlock.dialects`)."""
-        seconds = _seconds(older_than, "older_than")
+        seconds = as_seconds(older_than, "older_than")
         if seconds < 60:
             raise ValueError("older_than must be at least 60 seconds: a younger row may still be in use")
         return self._execute_settled(self.dialect.stale_sql, tuple(self.dialect.stale_params(seconds)), None)
@@ -506,58 +456,3 @@ def _usable(wrapper: Any) -> bool:
         return bool(wrapper.is_usable())
     except Exception:  # noqa: BLE001
         return False
-
-
-def _driver_values(options: Mapping[str, Any]) -> dict[str, Any]:
-    """URL query values are strings; drivers want numbers where they look like numbers."""
-    values: dict[str, Any] = {}
-    for key, value in options.items():
-        if isinstance(value, str) and value.isdigit():
-            values[key] = int(value)
-        else:
-            values[key] = value
-    return values
-
-
-def create_table(wrapper: Any) -> None:
-    """Create the lock table on a connection (for URL-built backends, outside migrations)."""
-    from django.apps import apps
-
-    if apps.ready and apps.is_installed("locks_rowlock"):
-        from locks_rowlock.models import RowLock
-
-        model: Any = RowLock
-    else:
-        model = unregistered_model()
-    # Not atomic: Django's atomic() looks the connection up by alias, and ours is not in DATABASES.
-    try:
-        with wrapper.schema_editor(atomic=False) as editor:
-            editor.create_model(model)
-    except Exception:
-        if TABLE not in wrapper.introspection.table_names():
-            raise  # not a race with another process creating it
-
-
-def unregistered_model() -> Any:
-    """The lock model in a private app registry, for when the app is not installed (the same
-    columns as :class:`locks_rowlock.models.RowLock`: a test keeps them in step)."""
-    from django.apps.registry import Apps
-    from django.db import models
-
-    meta = type("Meta", (), {"db_table": TABLE, "app_label": "locks_rowlock", "apps": Apps()})
-    attrs: dict[str, Any] = {
-        "__module__": __name__,
-        "Meta": meta,
-        "digest": models.CharField(max_length=64, primary_key=True),
-        "lock_key": models.CharField(max_length=255),
-        "name": models.TextField(),
-        "host": models.CharField(max_length=255, blank=True, default=""),
-        "pid": models.IntegerField(null=True, blank=True),
-        "thread": models.CharField(max_length=255, blank=True, default=""),
-        "owner_uuid": models.CharField(max_length=32, blank=True, default=""),
-        "version": models.BigIntegerField(default=0),
-        "acquired_at": models.DateTimeField(null=True, blank=True),
-        "expires_at": models.DateTimeField(null=True, blank=True, db_index=True),
-        "waiters": models.IntegerField(default=0),
-    }
-    return type("RowLock", (models.Model,), attrs)

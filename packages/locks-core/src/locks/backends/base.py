@@ -183,8 +183,9 @@ def _default_executor() -> ThreadPoolExecutor:
 class BaseLockBackend:
     """Base class of lock backends.
 
-    Subclasses set :attr:`capabilities`, :attr:`key_spec` and :attr:`url_schemes`, and implement
-    at least :meth:`try_acquire` and :meth:`release`. One instance serves every thread of a
+    Subclasses set :attr:`capabilities` and :attr:`key_spec`, and implement at least
+    :meth:`try_acquire` and :meth:`release` (URL schemes are registered through the
+    ``locks.url_schemes`` entry points, not here). One instance serves every thread of a
     process: primitives must be thread-safe. Server sessions should scale with the threads and
     tasks that hold or wait, not with the number of locks held; a hold records the session it
     was taken on, and is released there.
@@ -197,7 +198,6 @@ class BaseLockBackend:
 
     capabilities: ClassVar[frozenset[str]] = frozenset()
     key_spec: ClassVar[KeySpec] = TEXT
-    url_schemes: ClassVar[tuple[str, ...]] = ()
     #: The OPTIONS this backend takes besides :data:`~locks.backends.options.COMMON_OPTIONS`,
     #: parsed once by the base class (see :mod:`locks.backends.options`); their values are in
     #: :attr:`settings`. ``None``: the backend parses :attr:`options` itself.
@@ -471,8 +471,6 @@ class BaseLockBackend:
             self.release(hold)
         except Exception:  # noqa: BLE001 - nobody is left to tell
             pass
-
-    _quiet_release = release_quietly
 
     async def arelease(self, hold: Hold) -> None:
         await self._in_thread(self.release, hold)

@@ -196,7 +196,6 @@ class MemoryLockBackend(BaseLockBackend):
         ),
     )
     capabilities: ClassVar[frozenset[str]] = frozenset({TTL, SHARED, FENCING, LISTING, FORCE_RELEASE, NOTIFY, WATCHDOG})
-    url_schemes: ClassVar[tuple[str, ...]] = (SCHEME,)
     #: Its locks live in this process: another process (spawned, or a forked child) has its own
     #: tables. The contract skips its cross-process cases for such a backend, saying so.
     cross_process: ClassVar[bool] = False

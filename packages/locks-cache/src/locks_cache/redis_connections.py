@@ -1,4 +1,5 @@
-"""The lock scripts, sent straight over redis-py connections of their own.
+"""The Redis backend's own connections: the lock scripts and the waiters' ``BLPOP``, sent
+straight over redis-py connections rather than through redis-py's client.
 
 A call through a redis-py client spends most of its time in Python, not on the wire: the pool
 checks the process id twice and reads the socket without blocking to see that the connection is

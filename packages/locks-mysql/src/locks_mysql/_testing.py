@@ -1,5 +1,6 @@
 """Django settings for tests and worker processes: a MySQL ``DATABASES['default']`` built from
-``LOCKS_MYSQL_URL`` (default ``mysql://root@127.0.0.1:3306/test``)."""
+``LOCKS_MYSQL_URL`` (default ``mysql://root@127.0.0.1:3306/test``), also run in spawned worker
+processes (``BackendSpec.setup``). Not part of the public API (as ``locks_pg._testing``)."""
 
 from __future__ import annotations
 
