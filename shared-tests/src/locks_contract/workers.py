@@ -6,6 +6,7 @@ import os
 import time
 from typing import Any
 
+from locks.backends.base import FENCING
 from locks.backends.spec import BackendSpec
 
 
@@ -16,7 +17,7 @@ def exclusion_worker(
     enough that overlapping holders would lose updates. Returns (start, end, token) intervals."""
     spec.run_setup()
     backend = spec.build(alias=f"worker-{who}")
-    fencing = "fencing" in backend.capabilities
+    fencing = FENCING in backend.capabilities
     handle = backend.lock(name, timeout=60)
     while time.time() < start_at:  # start together: maximum contention
         time.sleep(0.001)

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from locks import LockError
-from locks.backends.base import FENCING, SESSION_BOUND, TTL, BaseLockBackend
+from locks.backends.base import FENCING, SESSION_BOUND, SHARED, TTL, BaseLockBackend
 from locks.backends.spec import BackendSpec
 from locks_contract import workers
-from locks_contract.base import ContractBase, across_processes
+from locks_contract.base import ContractBase, across_processes, requires
 from locks_contract.history import Interval, assert_exclusive
 from locks_contract.suite.basic import _held_elsewhere
 
@@ -196,9 +196,8 @@ class AbstractReentrancyTests(ContractBase):
             thread.join()
             assert result == [False]
 
+    @requires(SHARED)
     def test_shared_hold_cannot_be_upgraded_in_place(self, backend: BaseLockBackend, lock_name: str) -> None:
-        if "shared" not in backend.capabilities:
-            pytest.skip("backend lacks capability 'shared'")
         with backend.lock(lock_name, shared=True, timeout=5), pytest.raises(LockError):
             backend.lock(lock_name, timeout=0).acquire()
 

@@ -71,12 +71,11 @@ class AbstractLeaseTests(ContractBase):
         other.release()
 
     @requires(FORCE_RELEASE)
+    @requires(TTL, WATCHDOG, any_of=True)  # something must watch a held lock
     def test_lost_lock_calls_on_lost_and_release_raises(
         self, backend_spec: BackendSpec, other_backend: BaseLockBackend, lock_name: str
     ) -> None:
         caps = other_backend.capabilities
-        if TTL not in caps and WATCHDOG not in caps:
-            pytest.skip("backend lacks capability 'ttl' and 'watchdog': nothing watches a held lock")
         watcher = BackendSpec(
             backend_spec.backend, backend_spec.location, {**backend_spec.options, "WATCHDOG": True}, backend_spec.setup
         ).build()
