@@ -386,6 +386,11 @@ class AdvisoryLockBackend(SessionScope, AsyncScope, TransactionScope, Administra
             return await super().aacquire(request, timeout)
         return await self._session_aacquire(request, timeout)
 
+    async def ais_locked(self, key: Key) -> bool:
+        if self.scope == TRANSACTION:
+            return await super().ais_locked(key)
+        return await self._session_ais_locked(cast(int, key))
+
     async def arelease(self, hold: Hold) -> None:
         if not isinstance(hold.data, AsyncPgConnection):
             await super().arelease(hold)
