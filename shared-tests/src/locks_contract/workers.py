@@ -51,6 +51,21 @@ def hold_until_killed(spec: BackendSpec, name: str, ttl: float | None, ready: An
         time.sleep(60)
 
 
+def hold_until_killed_async(spec: BackendSpec, name: str, ready: Any) -> None:
+    """:func:`hold_until_killed` through the asyncio API (``alock``)."""
+    import asyncio
+
+    async def main() -> None:
+        backend = spec.build(alias="doomed-async")
+        assert await backend.alock(name, timeout=30).acquire()
+        ready.set()
+        while True:
+            await asyncio.sleep(60)
+
+    spec.run_setup()
+    asyncio.run(main())
+
+
 def pid() -> int:
     return os.getpid()
 
