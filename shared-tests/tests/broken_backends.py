@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import os
 import time
+from typing import ClassVar
 
-from locks.backends import Hold, LockRequest
+from locks.backends import ASYNC_NATIVE, BaseLockBackend, Hold, LockRequest
 from locks.backends.memory import MemoryLockBackend
 from locks.keys import Key
 
@@ -85,3 +86,22 @@ class NeverClosingBackend(MemoryLockBackend):
 
     def close(self) -> None:
         self._connection = None
+
+
+class PollingNotifyBackend(MemoryLockBackend):
+    """Declares ``notify`` but drops the wake-up: its waiters poll (the base class's loop)."""
+
+    acquire = BaseLockBackend.acquire
+
+
+class BlindWatchdogBackend(MemoryLockBackend):
+    """Declares ``watchdog`` but ``check()`` never sees a loss."""
+
+    def check(self, hold: Hold) -> bool:
+        return True
+
+
+class ThreadedAsyncBackend(MemoryLockBackend):
+    """Declares ``async_native`` but keeps the base class's asyncio API, run in worker threads."""
+
+    capabilities: ClassVar[frozenset[str]] = MemoryLockBackend.capabilities | {ASYNC_NATIVE}

@@ -117,3 +117,41 @@ def test_a_backend_whose_waits_end_late_or_early_fails_the_deadline_cases(pytest
         result = _run(pytester, cls, "bounded_waits")
         assert result.parseoutcomes().get("failed", 0) == 2, result.stdout.str()[-3000:]
         result.stdout.fnmatch_lines([message])
+
+
+def test_a_backend_that_polls_for_all_its_notify_fails_the_notify_cases(pytester: pytest.Pytester) -> None:
+    result = _run(pytester, "PollingNotifyBackend", "woken_by_the_release")
+    assert result.parseoutcomes().get("failed", 0) == 2, result.stdout.str()[-3000:]
+    result.stdout.fnmatch_lines(["*the release did not wake it*"])
+
+
+def test_a_backend_whose_check_sees_no_loss_fails_the_watchdog_cases(pytester: pytest.Pytester) -> None:
+    result = _run(pytester, "BlindWatchdogBackend", "server_lost_a_hold")
+    assert result.parseoutcomes().get("failed", 0) == 3, result.stdout.str()[-3000:]
+    result.stdout.fnmatch_lines(["*check() says a hold is there after the server lost it*"])
+    result.stdout.fnmatch_lines(["*on_lost was not called within*"])
+
+
+def test_a_backend_whose_asyncio_api_runs_in_threads_fails_the_async_native_case(pytester: pytest.Pytester) -> None:
+    result = _run(pytester, "ThreadedAsyncBackend", "no_worker_thread")
+    assert result.parseoutcomes().get("failed", 0) == 1, result.stdout.str()[-3000:]
+    result.stdout.fnmatch_lines(["*the asyncio API ran * in worker threads*"])
+
+
+def test_capability_cases_are_skipped_saying_which_capability_is_missing(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_memory="""
+        import pytest
+        from locks_contract import BackendSpec, ContractTests
+
+        class TestMemory(ContractTests):
+            @pytest.fixture
+            def backend_spec(self):
+                return BackendSpec("locks.backends.memory.MemoryLockBackend", location="memory://caps")
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        "-q", "-rs", "-p", "no:cacheprovider", "-k", "no_worker_thread or sync_and_async_handles_agree"
+    )
+    result.assert_outcomes(passed=6, skipped=1)
+    result.stdout.fnmatch_lines(["SKIPPED*backend lacks capability 'async_native' (asyncio without threads)*"])

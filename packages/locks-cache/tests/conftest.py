@@ -12,7 +12,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 
@@ -20,17 +19,11 @@ import django
 import pytest
 from django.conf import settings
 
-from locks_contract import server_unreachable
+from locks_contract.servers import free_port, port_is_free, start_memcached, wait_for_port
 
 REDIS_URL = os.environ.get("LOCKS_REDIS_URL", "redis://127.0.0.1:6379/0")
 #: Every key of this run lives under this namespace: runs on a shared server never meet.
 NAMESPACE = f"locks-test-{uuid.uuid4().hex[:8]}:"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 #: Chosen once, here, so the CACHES setting and the processes the contract spawns (which inherit
@@ -163,53 +156,14 @@ def _django_memcached_ports() -> set[int]:
     return ports
 
 
-def port_is_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def wait_for_port(port: int, within: float) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return True
-        except OSError:
-            time.sleep(0.05)
-    return False
-
-
 @pytest.fixture(scope="session")
 def memcached_url() -> Iterator[str]:
     """A memcached server for this session (stopped at the end)."""
     if EXTERNAL_MEMCACHED:
         yield EXTERNAL_MEMCACHED
         return
-    binary = os.environ.get("LOCKS_MEMCACHED_BIN") or shutil.which("memcached") or "/usr/bin/memcached"
-    if not os.path.exists(binary):
-        server_unreachable(f"memcached is not installed ({binary})")
-    port = int(os.environ["LOCKS_TEST_MEMCACHED_PORT"])
-    process = subprocess.Popen(
-        [binary, "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-m", "64", "-t", "2"]
-        + (["-u", "root"] if os.geteuid() == 0 else []),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        if not wait_for_port(port, 10):
-            process.kill()
-            server_unreachable(f"memcached did not start: {process.stderr.read().decode() if process.stderr else ''}")
-        yield MEMCACHED_URL
-    finally:
-        process.terminate()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    with start_memcached(port=int(os.environ["LOCKS_TEST_MEMCACHED_PORT"])) as server:
+        yield server.url
 
 
 @pytest.fixture(scope="session")

@@ -94,68 +94,14 @@ def sessions_of_this_process(alias: str) -> int:
         conn.close()
 
 
-PGBOUNCER = "/usr/sbin/pgbouncer"
-
-
 @pytest.fixture(scope="session")
 def pgbouncer() -> Iterator[int]:
     """PgBouncer in transaction pooling in front of the test PostgreSQL, on the port the
     settings chose; stopped at the end of the session."""
     import os
-    import shutil
-    import socket
-    import subprocess
-    import tempfile
-    import time
-    from pathlib import Path
-    from urllib.parse import urlsplit
 
-    binary = shutil.which("pgbouncer") or (PGBOUNCER if os.path.exists(PGBOUNCER) else None)
-    if binary is None:
-        server_unreachable("pgbouncer is not installed")
-    port = rowlock_test_settings.pgbouncer_port()
-    upstream = urlsplit(os.environ.get("LOCKS_PG_URL", "postgresql://postgres@127.0.0.1:5432/test"))
-    user = upstream.username or "postgres"
-    # pgbouncer refuses to run as root: it drops to "nobody", who must read its files (pytest's
-    # own temporary directories are private to root).
-    directory = Path(tempfile.mkdtemp(prefix="locks-rowlock-pgbouncer-"))
-    directory.chmod(0o755)
-    (directory / "userlist.txt").write_text(f'"{user}" "{upstream.password or ""}"\n')
-    (directory / "pgbouncer.ini").write_text(
-        "[databases]\n"
-        f"* = host={upstream.hostname or '127.0.0.1'} port={upstream.port or 5432}\n"
-        "[pgbouncer]\n"
-        f"listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
-        f"auth_type = trust\nauth_file = {directory / 'userlist.txt'}\n"
-        "pool_mode = transaction\nmax_client_conn = 500\ndefault_pool_size = 20\n"
-        f"admin_users = {user}\n"
-        "ignore_startup_parameters = extra_float_digits,options\n"
-    )
-    for path in directory.iterdir():
-        path.chmod(0o644)
-    command = [binary, str(directory / "pgbouncer.ini")]
-    if os.geteuid() == 0:
-        command[1:1] = ["-u", "nobody"]
-    log = open(directory / "pgbouncer.log", "wb")  # noqa: SIM115 - open while pgbouncer runs
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                log.close()
-                server_unreachable(f"pgbouncer did not start: {(directory / 'pgbouncer.log').read_text()}")
-            time.sleep(0.05)
-    try:
-        yield port
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
-        shutil.rmtree(directory, ignore_errors=True)
+    from locks_contract.servers import start_pgbouncer
+
+    upstream = os.environ.get("LOCKS_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    with start_pgbouncer(upstream, port=rowlock_test_settings.pgbouncer_port()) as server:
+        yield server.port

@@ -36,6 +36,7 @@ from locks_contract.suite.leases import (
     AbstractLeaseTests,
     AbstractListingTests,
     AbstractSharedTests,
+    AbstractWatchdogTests,
 )
 from locks_contract.suite.lifecycle import AbstractLifecycleTests
 from locks_contract.suite.names import AbstractNameTests
@@ -54,6 +55,7 @@ class ContractTests(
     AbstractHoldTrustTests,
     AbstractCrashTests,
     AbstractLeaseTests,
+    AbstractWatchdogTests,
     AbstractFencingTests,
     AbstractSharedTests,
     AbstractListingTests,
@@ -91,6 +93,7 @@ __all__ = [
     "AbstractSharedTests",
     "AbstractTimeoutTests",
     "AbstractUnavailableTests",
+    "AbstractWatchdogTests",
     "BackendSpec",
     "ContractBase",
     "ContractTests",

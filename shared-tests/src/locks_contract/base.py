@@ -20,11 +20,16 @@ from locks.exceptions import BackendUnavailable
 from locks_contract.plugin import server_unreachable
 
 
-def requires(capability: str) -> pytest.MarkDecorator:
-    """Mark a case as needing ``capability``; skipped, with that reason, where it is missing."""
-    if capability not in CAPABILITIES:
-        raise ValueError(f"unknown capability {capability!r}")
-    return pytest.mark.requires_capability(capability)
+def requires(*capabilities: str, any_of: bool = False) -> pytest.MarkDecorator:
+    """Mark a case as needing ``capabilities`` (all of them, or one with ``any_of=True``); where
+    they are missing it is skipped with the missing ones as the reason. Marks add up: a case
+    with two ``@requires`` needs both."""
+    if not capabilities:
+        raise ValueError("requires() needs at least one capability")
+    for capability in capabilities:
+        if capability not in CAPABILITIES:
+            raise ValueError(f"unknown capability {capability!r}")
+    return pytest.mark.requires_capability(*capabilities, any_of=any_of)
 
 
 #: Marks a case that takes the lock in another process: skipped, saying so, for a backend whose
@@ -66,18 +71,24 @@ class ContractBase:
                 pytest.skip(
                     f"{cls.__name__} is single-process (cross_process = False): another process cannot see its locks"
                 )
-        marker = request.node.get_closest_marker("requires_capability")
-        if marker is None:
+        markers = list(request.node.iter_markers("requires_capability"))
+        if not markers:
             return
-        capability = marker.args[0]
         # An instance may declare more or fewer than its class (options such as FENCING or
         # NOTIFY decide some), so the gate asks the backend the case will run on.
         if "backend" in request.fixturenames:
-            capabilities = request.getfixturevalue("backend").capabilities
+            declared = request.getfixturevalue("backend").capabilities
         else:
-            capabilities = _backend_class(backend_spec).capabilities
-        if capability not in capabilities:
-            pytest.skip(f"backend lacks capability {capability!r} ({CAPABILITIES[capability]})")
+            declared = _backend_class(backend_spec).capabilities
+        for marker in markers:
+            wanted = marker.args
+            missing = [capability for capability in wanted if capability not in declared]
+            if not missing or (marker.kwargs.get("any_of") and len(missing) < len(wanted)):
+                continue
+            what = "; ".join(f"{capability!r} ({CAPABILITIES[capability]})" for capability in missing)
+            if marker.kwargs.get("any_of") and len(missing) > 1:
+                pytest.skip(f"backend lacks every one of the capabilities {what}")
+            pytest.skip(f"backend lacks capability {what}")
 
     @pytest.fixture
     def backend(self, backend_spec: BackendSpec) -> Iterator[BaseLockBackend]:

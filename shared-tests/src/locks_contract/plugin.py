@@ -7,6 +7,8 @@
   raises ``NotSupported``).
 * ``@across_processes`` marks a case that takes the lock in another process; a backend whose class
   sets ``cross_process = False`` gets it skipped, saying so.
+* the fixtures of :mod:`locks_contract.servers`: ``memcached_server``, ``pgbouncer_server`` (and
+  ``pgbouncer_upstream``), servers the tests start on free loopback ports.
 """
 
 from __future__ import annotations
@@ -33,6 +35,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "cross_process: the case takes the lock in another process")
     if config.getoption("--locks-require-servers", default=False):
         os.environ[REQUIRE_SERVERS_ENV] = "1"
+    from locks_contract import servers
+
+    if not config.pluginmanager.is_registered(servers):
+        config.pluginmanager.register(servers, "locks_contract.servers")
 
 
 def servers_required() -> bool:

@@ -6,6 +6,7 @@ import os
 import time
 from typing import Any
 
+from locks.backends.base import FENCING
 from locks.backends.spec import BackendSpec
 
 
@@ -16,7 +17,7 @@ def exclusion_worker(
     enough that overlapping holders would lose updates. Returns (start, end, token) intervals."""
     spec.run_setup()
     backend = spec.build(alias=f"worker-{who}")
-    fencing = "fencing" in backend.capabilities
+    fencing = FENCING in backend.capabilities
     handle = backend.lock(name, timeout=60)
     while time.time() < start_at:  # start together: maximum contention
         time.sleep(0.001)
@@ -48,6 +49,21 @@ def hold_until_killed(spec: BackendSpec, name: str, ttl: float | None, ready: An
     ready.set()
     while True:
         time.sleep(60)
+
+
+def hold_until_killed_async(spec: BackendSpec, name: str, ready: Any) -> None:
+    """:func:`hold_until_killed` through the asyncio API (``alock``)."""
+    import asyncio
+
+    async def main() -> None:
+        backend = spec.build(alias="doomed-async")
+        assert await backend.alock(name, timeout=30).acquire()
+        ready.set()
+        while True:
+            await asyncio.sleep(60)
+
+    spec.run_setup()
+    asyncio.run(main())
 
 
 def pid() -> int:

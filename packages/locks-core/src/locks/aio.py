@@ -58,8 +58,7 @@ class AsyncLock(LockBase):
                 raise self._lost_error(entry)
             return
         if entry.keep_every:
-            # Waits for a renewal in flight: do it off the loop.
-            await entry.backend._in_thread(keeper_module.Keeper.unwatch, entry)
+            await keeper_module.Keeper.aunwatch(entry)
         if entry.lost:
             await entry.backend._in_thread(entry.backend.release_quietly, entry.hold)
             raise self._lost_error(entry)

@@ -11,6 +11,7 @@ run after release returns (and never re-takes a lock released or lost meanwhile)
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import heapq
 import itertools
@@ -87,6 +88,17 @@ class Keeper:
         """Stop keeping ``entry``; returns once no renewal of it is running."""
         with entry.guard:
             entry.stopped = True
+
+    @staticmethod
+    async def aunwatch(entry: Entry) -> None:
+        """:meth:`unwatch` for the event loop: waits for a renewal in flight (one round trip of
+        the keeper thread) without blocking the loop or taking a worker thread."""
+        while not entry.guard.acquire(blocking=False):
+            await asyncio.sleep(0.001)
+        try:
+            entry.stopped = True
+        finally:
+            entry.guard.release()
 
     def _run(self) -> None:
         while True:

@@ -19,6 +19,11 @@ if TYPE_CHECKING:
     from locks.registry import HoldRegistry
 
 _THIS_DATABASE = "l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+#: Whether any session holds an advisory key of this database (``%s``: the key).
+IS_LOCKED_SQL = (
+    "SELECT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.objsubid = 1 "
+    f"AND l.granted AND {_THIS_DATABASE} AND {KEY_SQL} = %s)"
+)
 
 
 class Administration:
@@ -54,11 +59,7 @@ class Administration:
         return result
 
     def is_locked(self, key: Key) -> bool:
-        row = self._run(
-            "SELECT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.objsubid = 1 "
-            f"AND l.granted AND {_THIS_DATABASE} AND {KEY_SQL} = %s)",
-            (Int8(cast(int, key)),),
-        )
+        row = self._run(IS_LOCKED_SQL, (Int8(cast(int, key)),))
         return bool(row[0])
 
     def holders(self, prefix: str | None = None) -> list[HolderInfo]:

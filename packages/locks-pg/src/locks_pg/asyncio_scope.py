@@ -42,6 +42,7 @@ from psycopg.types.numeric import Int8
 
 from locks.backends import Hold, LockRequest
 from locks.exceptions import BackendUnavailable, LockError, LockLost
+from locks_pg.admin import IS_LOCKED_SQL
 from locks_pg.connection import AsyncPgConnection, ConnectionFactory, _first_line
 from locks_pg.session_scope import milliseconds
 
@@ -209,6 +210,21 @@ class AsyncScope:
                 raise
             if deadline in group.deadlines:
                 group.deadlines.remove(deadline)
+
+    async def _session_ais_locked(self, key: int) -> bool:
+        """:meth:`is_locked` on one of the loop's holding sessions (a short statement)."""
+        state = loop_sessions(self._factory, self.async_sessions, self.async_waits)
+        conn = await self._apick(state, key, False)
+        if conn is None:
+            return True  # a session of this loop holds it
+        async with conn.alock:
+            try:
+                row = await conn.execute(IS_LOCKED_SQL, [Int8(key)])
+            except psycopg.Error as exc:
+                if conn.broken:
+                    state.drop(conn, f"the session ended: {_first_line(exc)}")
+                raise BackendUnavailable(f"PostgreSQL connection failed: {_first_line(exc)}") from exc
+        return bool(row[0])
 
     def _undo(self, state: LoopSessions, request: LockRequest, attempt: asyncio.Task[Any]) -> None:
         """The task that asked was cancelled while its statement ran: give back what it got."""

@@ -410,6 +410,9 @@ class AdvisoryLockBackend(SessionScope, AsyncScope, PostgreSQLLockBackend):
         costs no thread."""
         return await self._session_aacquire(request, timeout)
 
+    async def ais_locked(self, key: Key) -> bool:
+        return await self._session_ais_locked(key)  # type: ignore[arg-type]  # int64 keys
+
     async def arelease(self, hold: Hold) -> None:
         if not isinstance(hold.data, AsyncPgConnection):
             await super().arelease(hold)  # taken through the synchronous API

@@ -1,13 +1,57 @@
-"""The asyncio API: never blocks the loop, per-task ownership, cancellation leaks nothing."""
+"""The asyncio API: never blocks the loop, per-task ownership, cancellation leaks nothing, and
+with ``async_native`` no worker thread at all."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
-from locks.backends.base import BaseLockBackend
-from locks_contract.base import ContractBase
+import pytest
+
+from locks.backends.base import ASYNC_NATIVE, BaseLockBackend
+from locks_contract.base import ContractBase, requires
 from locks_contract.suite.basic import _held_elsewhere
+
+
+class _CountingExecutor(ThreadPoolExecutor):
+    """A pool that records what is submitted to it (it runs it all the same)."""
+
+    def __init__(self, calls: list[str]) -> None:
+        super().__init__(max_workers=2, thread_name_prefix="contract-counted")
+        self.calls = calls
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        self.calls.append(getattr(fn, "__qualname__", repr(fn)))
+        return super().submit(fn, *args, **kwargs)
+
+
+async def _busy_then_free(backend: BaseLockBackend, other: BaseLockBackend, name: str) -> None:
+    """What the asyncio API does: try once and wait on a busy lock, get it when the holder's task
+    releases it, ask whether it is locked, release."""
+    held, release = asyncio.Event(), asyncio.Event()
+
+    async def hold() -> None:  # a task of its own: a hold belongs to the task that took it
+        async with other.alock(name, timeout=5):
+            held.set()
+            await release.wait()
+            await asyncio.sleep(0.05)
+
+    holder = asyncio.create_task(hold())
+    await held.wait()
+    waiter = backend.alock(name)
+    assert await waiter.acquire(timeout=0) is False
+    assert await waiter.acquire(timeout=0.05) is False
+    release.set()
+    assert await waiter.acquire(timeout=5)
+    await holder
+    assert await waiter.locked()
+    await waiter.release()
+    async with backend.alock(name, timeout=5):
+        pass
 
 
 class AbstractAsyncTests(ContractBase):
@@ -99,3 +143,40 @@ class AbstractAsyncTests(ContractBase):
         with other_backend.lock(lock_name, timeout=5):
             assert asyncio.run(job()) is None
         assert asyncio.run(job()) == "ran"
+
+    @requires(ASYNC_NATIVE)
+    def test_the_asyncio_api_uses_no_worker_thread(
+        self,
+        backend: BaseLockBackend,
+        other_backend: BaseLockBackend,
+        lock_name: str,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        submitted: list[str] = []
+        started: list[str] = []
+        executor = _CountingExecutor(submitted)
+        start = threading.Thread.start
+
+        def counted_start(thread: threading.Thread) -> None:
+            started.append(thread.name)
+            start(thread)
+
+        async def main() -> None:
+            # A first round opens connections and starts what runs once per process (the keeper
+            # thread renewing leases); the second must run on the loop alone.
+            await _busy_then_free(backend, other_backend, f"{lock_name}-warm")
+            asyncio.get_running_loop().set_default_executor(executor)
+            for client in (backend, other_backend):
+                monkeypatch.setattr(client, "executor", lambda: executor)
+            monkeypatch.setattr(threading.Thread, "start", counted_start)
+            try:
+                await _busy_then_free(backend, other_backend, lock_name)
+            finally:
+                monkeypatch.undo()
+
+        try:
+            asyncio.run(main())
+        finally:
+            executor.shutdown(wait=True)
+        assert submitted == [], f"the asyncio API ran {submitted} in worker threads"
+        assert started == [], f"the asyncio API started threads {started}"

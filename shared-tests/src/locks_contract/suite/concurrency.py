@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import multiprocessing
 import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from locks import LockError
-from locks.backends.base import FENCING, SESSION_BOUND, TTL, BaseLockBackend
+from locks.backends.base import FENCING, NOTIFY, SESSION_BOUND, SHARED, TTL, BaseLockBackend
 from locks.backends.spec import BackendSpec
 from locks_contract import workers
-from locks_contract.base import ContractBase, across_processes
+from locks_contract.base import ContractBase, across_processes, requires
 from locks_contract.history import Interval, assert_exclusive
 from locks_contract.suite.basic import _held_elsewhere
 
@@ -107,7 +111,31 @@ class AbstractExclusionTests(ContractBase):
         assert_exclusive(intervals)
 
 
+async def _atake_and_give_back(backend: BaseLockBackend, name: str, timeout: float) -> bool:
+    handle = backend.alock(name)
+    if not await handle.acquire(timeout=timeout):
+        return False
+    await handle.release()
+    return True
+
+
+def _take_and_give_back(backend: BaseLockBackend, name: str, timeout: float) -> bool:
+    handle = backend.lock(name)
+    if not handle.acquire(timeout=timeout):
+        return False
+    handle.release()
+    return True
+
+
 class AbstractTimeoutTests(ContractBase):
+    #: The attributes of a backend that set how often its waiters look again (seconds): the
+    #: ``notify`` cases set each one the waiting backend has to :attr:`slow_poll`, so that only a
+    #: wake-up by the release can hand the lock over soon. Extend it with your backend's own.
+    poll_attributes: tuple[str, ...] = ("poll_min", "poll_max", "notify_poll", "async_wait_slice")
+    slow_poll: float = 3.0
+    #: How soon after the release a woken waiter must hold the lock (seconds).
+    notify_within: float = 0.25
+
     def test_timeout_is_neither_early_nor_much_late(
         self, backend: BaseLockBackend, other_backend: BaseLockBackend, lock_name: str
     ) -> None:
@@ -141,6 +169,65 @@ class AbstractTimeoutTests(ContractBase):
         assert got, "the waiter never got the lock"
         # Generous: a functional bound. Handoff speed is measured by `locks bench`.
         assert got[0] - released < 1.0
+
+    def _handoff_delay(self, holder: Any, wait: Callable[[], bool]) -> float:
+        """Seconds from the start of the holder's release to the waiter (``wait``, in a thread)
+        holding the lock."""
+        got: list[float] = []
+        started = threading.Event()
+
+        def waiter() -> None:
+            started.set()
+            if wait():
+                got.append(time.monotonic())
+
+        thread = threading.Thread(target=waiter)
+        thread.start()
+        assert started.wait(5)
+        time.sleep(0.3)  # the waiter's first attempt failed: it waits now, its next poll seconds away
+        released = time.monotonic()
+        holder.release()
+        thread.join(self.slow_poll * 4 + 10)
+        assert got, "the waiter never got the lock"
+        return got[0] - released
+
+    def _woken_after(
+        self, backend: BaseLockBackend, other_backend: BaseLockBackend, lock_name: str, wait: Callable[[str], bool]
+    ) -> None:
+        # A first handoff, polling as configured, opens whatever the backend listens with (a
+        # listening connection may wake every waiter once when it starts); the second one, with
+        # every poll of the waiting backend slowed down to slow_poll, is measured.
+        for name, measured in ((f"{lock_name}-warm", False), (lock_name, True)):
+            if measured:
+                for attribute in self.poll_attributes:
+                    if hasattr(backend, attribute):
+                        setattr(backend, attribute, self.slow_poll)
+            holder = other_backend.lock(name)
+            assert holder.acquire(timeout=5)
+            delay = self._handoff_delay(holder, functools.partial(wait, name))
+        assert delay < self.notify_within, (
+            f"the waiter held the lock {delay:.3f}s after the release (polling every {self.slow_poll}s): "
+            f"the release did not wake it (notify promises under {self.notify_within}s)"
+        )
+
+    @requires(NOTIFY)
+    def test_a_waiter_is_woken_by_the_release_without_polling(
+        self, backend: BaseLockBackend, other_backend: BaseLockBackend, lock_name: str
+    ) -> None:
+        self._woken_after(
+            backend, other_backend, lock_name, lambda name: _take_and_give_back(backend, name, self.slow_poll * 3)
+        )
+
+    @requires(NOTIFY)
+    def test_async_waiter_is_woken_by_the_release_without_polling(
+        self, backend: BaseLockBackend, other_backend: BaseLockBackend, lock_name: str
+    ) -> None:
+        self._woken_after(
+            backend,
+            other_backend,
+            lock_name,
+            lambda name: asyncio.run(_atake_and_give_back(backend, name, self.slow_poll * 3)),
+        )
 
     def test_waiting_with_no_timeout_gets_the_lock_when_freed(
         self, backend: BaseLockBackend, other_backend: BaseLockBackend, lock_name: str
@@ -196,14 +283,44 @@ class AbstractReentrancyTests(ContractBase):
             thread.join()
             assert result == [False]
 
+    @requires(SHARED)
     def test_shared_hold_cannot_be_upgraded_in_place(self, backend: BaseLockBackend, lock_name: str) -> None:
-        if "shared" not in backend.capabilities:
-            pytest.skip("backend lacks capability 'shared'")
         with backend.lock(lock_name, shared=True, timeout=5), pytest.raises(LockError):
             backend.lock(lock_name, timeout=0).acquire()
 
 
 class AbstractCrashTests(ContractBase):
+    #: How soon a ``session_bound`` hold must be free once its holder's process died (seconds):
+    #: the server ends the session at once, with no lease to run out.
+    session_end_within: float = 2.0
+
+    @across_processes
+    @requires(SESSION_BOUND)
+    @pytest.mark.parametrize("api", ["lock", "alock"])
+    def test_a_session_bound_hold_ends_with_its_holders_session(
+        self, backend_spec: BackendSpec, backend: BaseLockBackend, lock_name: str, api: str
+    ) -> None:
+        target = workers.hold_until_killed if api == "lock" else workers.hold_until_killed_async
+        args = (backend_spec, lock_name, None) if api == "lock" else (backend_spec, lock_name)
+        ready = _spawn.Event()
+        process = _spawn.Process(target=target, args=(*args, ready), daemon=True)
+        process.start()
+        try:
+            assert ready.wait(60), "the holder process never took the lock"
+            assert _held_elsewhere(backend, lock_name)
+        finally:
+            assert process.pid is not None
+            os.kill(process.pid, signal.SIGKILL)
+            process.join(10)
+        killed = time.monotonic()
+        handle = backend.lock(lock_name)
+        assert handle.acquire(timeout=self.session_end_within), (
+            f"the lock was still held {self.session_end_within}s after its holder's process died: "
+            "the hold outlived the holder's session"
+        )
+        handle.release()
+        assert time.monotonic() - killed < self.session_end_within
+
     @across_processes
     def test_holder_killed_with_sigkill_gives_the_lock_back(
         self, backend_spec: BackendSpec, backend: BaseLockBackend, lock_name: str

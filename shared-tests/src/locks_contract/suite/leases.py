@@ -1,14 +1,27 @@
-"""Leases (ttl, extend, auto-renew, lost locks), fencing, shared locks, listing, force release."""
+"""Leases (ttl, extend, auto-renew, lost locks), the watchdog, fencing, shared locks, listing, force release."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 import time
+from typing import Any
 
 import pytest
 
-from locks import LockLost, LockNotHeld, NotSupported
-from locks.backends.base import FENCING, FORCE_RELEASE, LISTING, SHARED, TTL, WATCHDOG, BaseLockBackend
+from locks import LockError, LockLost, LockNotHeld, NotSupported
+from locks.backends.base import (
+    FENCING,
+    FORCE_RELEASE,
+    LISTING,
+    SHARED,
+    TTL,
+    WATCHDOG,
+    BaseLockBackend,
+    LockRequest,
+    Owner,
+)
 from locks.backends.spec import BackendSpec
 from locks_contract.base import ContractBase, requires
 from locks_contract.suite.basic import _held_elsewhere
@@ -71,12 +84,11 @@ class AbstractLeaseTests(ContractBase):
         other.release()
 
     @requires(FORCE_RELEASE)
+    @requires(TTL, WATCHDOG, any_of=True)  # something must watch a held lock
     def test_lost_lock_calls_on_lost_and_release_raises(
         self, backend_spec: BackendSpec, other_backend: BaseLockBackend, lock_name: str
     ) -> None:
         caps = other_backend.capabilities
-        if TTL not in caps and WATCHDOG not in caps:
-            pytest.skip("backend lacks capability 'ttl' and 'watchdog': nothing watches a held lock")
         watcher = BackendSpec(
             backend_spec.backend, backend_spec.location, {**backend_spec.options, "WATCHDOG": True}, backend_spec.setup
         ).build()
@@ -93,6 +105,96 @@ class AbstractLeaseTests(ContractBase):
                 handle.release()
         finally:
             watcher.close()
+
+
+class AbstractWatchdogTests(ContractBase):
+    """``watchdog``: :meth:`check() <locks.backends.BaseLockBackend.check>` tells that the server
+    no longer has a hold, and the keeper's watchdog calls ``on_lost`` for it, with no lease
+    renewal to notice it instead (a lease, where there is one, is long and not renewed)."""
+
+    #: How often the keeper checks the watched holds of these cases (seconds).
+    watchdog_every: float = 0.1
+    #: How soon after the loss ``on_lost`` must have been called (seconds).
+    lost_within: float = 2.0
+
+    def take_lock_away(self, backend: BaseLockBackend, name: str) -> None:
+        """Make the server lose the hold that another client has of ``name``, behind its back.
+        The default force-releases it (``force_release``); a backend without that capability
+        overrides this (the file backend deletes the lock file), or the cases are skipped."""
+        if FORCE_RELEASE not in backend.capabilities:
+            pytest.skip(
+                "the backend lacks 'force_release' and its tests do not override take_lock_away(): "
+                "nothing can take a held lock away"
+            )
+        assert backend.force_release(name) >= 1
+
+    def _unrenewed(self, backend: BaseLockBackend) -> dict[str, Any]:
+        return {"ttl": 60, "auto_renew": False} if TTL in backend.capabilities else {}
+
+    @requires(WATCHDOG)
+    def test_check_tells_that_the_server_lost_a_hold(
+        self, backend: BaseLockBackend, other_backend: BaseLockBackend, lock_name: str
+    ) -> None:
+        name = backend.validate_name(lock_name)
+        ttl = 60.0 if TTL in backend.capabilities else None
+        request = LockRequest(name, backend.make_key(name), False, ttl, Owner.current())
+        hold = backend.acquire(request, 5)
+        assert hold is not None
+        try:
+            assert backend.check(hold) is True, "check() says a hold that the server has is lost"
+            self.take_lock_away(other_backend, lock_name)
+            assert backend.check(hold) is False, "check() says a hold is there after the server lost it"
+        finally:
+            backend.release_quietly(hold)
+
+    @requires(WATCHDOG)
+    def test_the_watchdog_calls_on_lost_once_the_server_lost_a_hold(
+        self, backend: BaseLockBackend, other_backend: BaseLockBackend, lock_name: str
+    ) -> None:
+        setattr(backend, "watchdog_interval", self.watchdog_every)  # noqa: B010 - a ClassVar, per instance
+        lost = threading.Event()
+        handle = backend.lock(lock_name, timeout=5, on_lost=lambda h: lost.set(), **self._unrenewed(backend))
+        assert handle.acquire()
+        try:
+            time.sleep(self.watchdog_every * 3)
+            assert not lost.is_set() and not handle.lost, "on_lost was called for a hold the server has"
+            self.take_lock_away(other_backend, lock_name)
+            assert lost.wait(self.lost_within), f"on_lost was not called within {self.lost_within}s of the loss"
+            assert handle.lost
+            with pytest.raises(LockLost):
+                handle.release()
+        finally:
+            if handle.owned or handle.lost:
+                with contextlib.suppress(LockError):
+                    handle.release()
+
+    @requires(WATCHDOG)
+    def test_async_watchdog_calls_on_lost_once_the_server_lost_a_hold(
+        self, backend: BaseLockBackend, other_backend: BaseLockBackend, lock_name: str
+    ) -> None:
+        setattr(backend, "watchdog_interval", self.watchdog_every)  # noqa: B010 - a ClassVar, per instance
+        lost = threading.Event()
+
+        async def main() -> None:
+            handle = backend.alock(lock_name, timeout=5, on_lost=lambda h: lost.set(), **self._unrenewed(backend))
+            assert await handle.acquire()
+            try:
+                await asyncio.sleep(self.watchdog_every * 3)
+                assert not lost.is_set() and not handle.lost, "on_lost was called for a hold the server has"
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(None, self.take_lock_away, other_backend, lock_name)
+                assert await loop.run_in_executor(None, lost.wait, self.lost_within), (
+                    f"on_lost was not called within {self.lost_within}s of the loss"
+                )
+                assert handle.lost
+                with pytest.raises(LockLost):
+                    await handle.release()
+            finally:
+                if handle.owned or handle.lost:
+                    with contextlib.suppress(LockError):
+                        await handle.release()
+
+        asyncio.run(main())
 
 
 class AbstractFencingTests(ContractBase):

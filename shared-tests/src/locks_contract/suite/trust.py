@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 from locks import LockLost, NotSupported
-from locks.backends.base import FORCE_RELEASE, TTL, WATCHDOG, BaseLockBackend
+from locks.backends.base import FENCING, FORCE_RELEASE, TTL, WATCHDOG, BaseLockBackend
 from locks.backends.spec import BackendSpec
 from locks.keeper import RENEW_FRACTION
 from locks_contract import workers
@@ -112,7 +112,7 @@ class AbstractHoldTrustTests(ContractBase):
         with backend.lock(lock_name, timeout=5) as outer:
             inner = backend.lock(lock_name, timeout=0)
             assert inner.acquire()
-            assert inner.token == outer.token if "fencing" in backend.capabilities else True
+            assert inner.token == outer.token if FENCING in backend.capabilities else True
             inner.release()
             assert outer.owned and _held_elsewhere(other_backend, lock_name)
 
