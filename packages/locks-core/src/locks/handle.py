@@ -85,19 +85,22 @@ class LockBase:
             raise TypeError(f"using must be a LOCKS alias (str), not {type(using).__name__}")
         if backend is not None and not isinstance(backend, BaseLockBackend):
             raise TypeError(f"backend must be a BaseLockBackend, not {type(backend).__name__}")
-        self.timeout = options.timeout(timeout)
-        self.on_busy = options.on_busy(on_busy)
-        self.ttl = options.ttl(ttl)
+        # the defaults need no checking: a handle is often built for a single acquisition
+        self.timeout = None if timeout is None else options.timeout(timeout)
+        self.on_busy = "raise" if on_busy == "raise" else options.on_busy(on_busy)
+        self.ttl = None if ttl is None else options.ttl(ttl)
         self.auto_renew = None if auto_renew is None else options.flag(auto_renew, "auto_renew")
-        self.on_lost = options.callback(on_lost, "on_lost")
-        self.shared = options.flag(shared, "shared")
+        self.on_lost = None if on_lost is None else options.callback(on_lost, "on_lost")
+        self.shared = False if shared is False else options.flag(shared, "shared")
         self.using = using
         self._backend = backend
         self._name_spec = name
         self.name: LockName | None = None
+        self._validated_by: BaseLockBackend | None = None
         if name is not None and not callable(name):
             if backend is not None:
                 self.name = backend.validate_name(name)
+                self._validated_by = backend
             else:
                 if isinstance(name, bool) or not isinstance(name, (str, int)):
                     raise TypeError(f"a lock name must be a str, not {type(name).__name__}")
@@ -157,7 +160,8 @@ class LockBase:
         if prepared is None:
             name = self._require_name()
             backend = self.backend
-            name = self.name = backend.validate_name(name)
+            if self._validated_by is not backend:
+                name = self.name = backend.validate_name(name)
             if self.shared:
                 backend.require(SHARED, name)
             if self.ttl is not None or self.auto_renew:
@@ -178,7 +182,7 @@ class LockBase:
                 self._keeping = (ttl, (ttl or 0.0) * keeper_module.RENEW_FRACTION)
             elif watchdog:
                 self._keeping = (None, backend.watchdog_interval)
-            self._key = backend.make_key(name)
+            self._key = backend.key_of(name)
             prepared = self._prepared = (backend, self._key, ttl)
         return prepared
 

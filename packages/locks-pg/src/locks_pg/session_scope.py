@@ -32,7 +32,7 @@ from psycopg.types.numeric import Int8
 from locks import keeper as keeper_module
 from locks.backends import Hold, LockRequest
 from locks.exceptions import BackendUnavailable, LockError, LockLost
-from locks_pg.connection import AsyncPgConnection, ConnectionFactory, PgConnection, _first_line
+from locks_pg.connection import _BAD, AsyncPgConnection, ConnectionFactory, Held, PgConnection, _first_line
 from locks_pg.keys import KEY_SQL
 
 if TYPE_CHECKING:
@@ -65,6 +65,19 @@ def _reset_idle_labels(ref: weakref.ref[SessionScope]) -> None:
         backend.reset_idle_labels()
 
 
+_int8_cache: dict[int, Int8] = {}
+
+
+def _int8(key: int) -> Int8:
+    """``Int8(key)``, remembered for the keys used most recently (a hot path: two per lock)."""
+    value = _int8_cache.get(key)
+    if value is None:
+        if len(_int8_cache) >= 4096:
+            _int8_cache.clear()
+        value = _int8_cache[key] = Int8(key)
+    return value
+
+
 def milliseconds(timeout: float) -> str:
     """A wait as ``lock_timeout`` takes it: whole milliseconds, at least 1 (0 would mean no
     limit), at most its range (longer waits go on in parts)."""
@@ -84,6 +97,7 @@ class SessionScope:
         _label_reset_due: bool
         application_name: str
         labels: bool
+        _labels: dict[LockName, str | None]
 
         def _ensure_fencing(self, conn: PgConnection) -> None: ...
         def _acquire_sql(self, shared: bool, wait: bool, timed: bool, label: bool) -> tuple[str, int]: ...
@@ -107,7 +121,11 @@ class SessionScope:
                 if conn.dead is None and key not in conn.holds:
                     return conn, False
         factory = self._factory
-        idle = factory.idle()
+        idle_list = factory._idle
+        idle = idle_list.pop() if idle_list else None  # the one used last: the common case
+        if idle is not None and idle.raw.pgconn.status == _BAD:
+            idle.close()
+            idle = factory.idle()
         conn = idle or factory.connect()
         if conn.behind_pooler and not factory.allow_pooler:
             factory.put(conn)  # fine for queries, not for holding a session lock
@@ -155,15 +173,17 @@ class SessionScope:
         if not self.labels:
             label, set_label = None, False
         else:
-            label = self.session_label(conn, request.name)
+            # the common case, a session holding nothing else: its label is the lock's, cached
+            label = self._labels.get(request.name) if not conn.holds else None
+            if label is None:
+                label = self.session_label(conn, request.name)
             set_label = label != conn.label
         timed = wait and timeout is not None
         params: list[Any] = []
         if timed:
             assert timeout is not None
             params.append(milliseconds(timeout))
-        key = Int8(request.key)  # type: ignore[arg-type]  # int64 keys
-        params.append(key)
+        params.append(_int8(request.key))  # type: ignore[arg-type]  # int64 keys
         if set_label:
             params.append(label)
         sql, token_at = self._acquire_sql(request.shared, wait, timed, set_label)
@@ -242,8 +262,18 @@ class SessionScope:
         if result is None:
             self._not_taken(conn)
             return None
-        conn.add(key, request.name, request.shared)
-        self._bind(conn)
+        holds = conn.holds  # conn.add(...), inlined: the hot path
+        held = holds.get(key)
+        if held is None:
+            holds[key] = Held(request.name, request.shared)
+        else:
+            held.count += 1
+        if conn.home is None:  # _bind, inlined: the hot path
+            home = getattr(self._threads, "sessions", None)
+            if home is None:
+                home = self._home()
+            home.append(conn)
+            conn.home = home
         return Hold(request, data=conn, token=result if self.fencing else None)
 
     def _not_taken(self, conn: PgConnection) -> None:
@@ -290,10 +320,15 @@ class SessionScope:
             return
         key: int = hold.key  # type: ignore[assignment]
         with conn.mutex:
-            conn.remove(key)
+            holds = conn.holds  # conn.remove(key), inlined: the hot path
+            held = holds.get(key)
+            if held is not None:
+                held.count -= 1
+                if held.count <= 0:
+                    del holds[key]
             if conn.dead is not None:
                 raise LockLost(f"the session holding {hold.name!r} ended: {conn.dead}", hold.name)
-            params: list[Any] = [Int8(key)]
+            params: list[Any] = [_int8(key)]
             label = None
             if not self.labels:
                 stale = set_label = False
@@ -325,7 +360,19 @@ class SessionScope:
             if set_label:
                 conn.label = label
         if not conn.holds:
-            self._unbind(conn)
+            home = conn.home  # _unbind, inlined for the usual case: the thread's only session
+            if home is not None and len(home) == 1 and home[0] is conn:
+                conn.home = None
+                home.clear()
+                factory = self._factory  # factory.put(conn), inlined
+                idle = factory._idle
+                if conn.raw.pgconn.status != _BAD and len(idle) < factory.max_idle:
+                    conn.idle_since = time.monotonic()
+                    idle.append(conn)
+                else:
+                    factory.put(conn)
+            else:
+                self._unbind(conn)
             if stale and not self._label_reset_due:
                 self._schedule_label_reset()
         if not row[0]:

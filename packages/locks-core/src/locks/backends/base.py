@@ -79,6 +79,9 @@ CAPABILITIES: dict[str, str] = {
 }
 
 _HOST = socket.gethostname()
+#: How many name → key mappings a backend remembers (:meth:`BaseLockBackend.key_of`).
+_KEYS_REMEMBERED = 4096
+_Lock: type[Lock] | None = None
 _all_backends: weakref.WeakSet[BaseLockBackend] = weakref.WeakSet()
 
 #: The lease of a lock that gives no ``ttl``, on backends whose locks expire (seconds). Such a
@@ -243,6 +246,7 @@ class BaseLockBackend:
         self.options = opts
         #: The holds taken through this backend, by key and holder (:mod:`locks.registry`).
         self.holds = HoldRegistry()
+        self._keys: dict[LockName, Key] = {}  # see key_of
         _all_backends.add(self)
 
     def __repr__(self) -> str:
@@ -314,6 +318,18 @@ class BaseLockBackend:
     def make_key(self, name: LockName) -> Key:
         """The server key of a validated name. Override to add a namespace (keep it stable)."""
         return make_key(name, self.key_spec, self.key_prefix)
+
+    def key_of(self, name: LockName) -> Key:
+        """:meth:`make_key`, remembered for the names used most recently (a key is a hash of the
+        name: handles are often built for one acquisition of a name used again and again)."""
+        keys = self._keys
+        key = keys.get(name)
+        if key is None:
+            key = self.make_key(name)
+            if len(keys) >= _KEYS_REMEMBERED:
+                keys.clear()
+            keys[name] = key
+        return key
 
     # -- the primitives ---------------------------------------------------------------------
     def try_acquire(self, request: LockRequest) -> Hold | None:
@@ -484,9 +500,13 @@ class BaseLockBackend:
     # -- the public entry point for backends built by hand ----------------------------------
     def lock(self, name: Any = None, **options: Any) -> Lock:
         """A lock handle on this backend: the same as :func:`locks.lock` with ``using``."""
-        from locks.handle import Lock
+        global _Lock
+        cls = _Lock
+        if cls is None:  # imported once: locks.handle imports this module
+            from locks.handle import Lock
 
-        return Lock(name, backend=self, **options)
+            cls = _Lock = Lock
+        return cls(name, backend=self, **options)
 
     def alock(self, name: Any = None, **options: Any) -> AsyncLock:
         """An asyncio lock handle on this backend: the same as :func:`locks.alock`."""
