@@ -14,7 +14,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from django.core.exceptions import ImproperlyConfigured
 
 from locks import BackendUnavailable, LockError, LockLost, NotSupported
 from locks.cli import main as cli
@@ -331,41 +330,6 @@ def test_cli_lists_and_releases_with_confirmation(
         handle.release()
 
 
-# -- configuration -------------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    ("location", "options"),
-    [
-        ("postgresql://x/y", {}),
-        ("mysql://root@127.0.0.1/test", {"DATABASE": "default"}),
-        ("mysql://root@127.0.0.1/test", {"bogus": 1}),
-        ("mysql://root@127.0.0.1/test", {"connect_timeout": "soon"}),
-        ("mysql://root@127.0.0.1/test", {"max_idle": -1}),
-        (None, {"DATABASE": "no-such-alias"}),
-        (None, {"DATABASE": "sqlite"}),
-    ],
-)
-def test_bad_configuration_is_improperly_configured(location: str | None, options: dict[str, Any]) -> None:
-    with pytest.raises(ImproperlyConfigured):
-        backend = UserLockBackend(location=location, options=options)
-        backend.make_key("x")  # the DATABASES alias is read on first use
-
-
-def test_the_lower_case_database_option_still_works_with_a_deprecation_warning() -> None:
-    with pytest.warns(DeprecationWarning, match=r"OPTIONS\['DATABASE'\]"):
-        backend = UserLockBackend(options={"database": "default"})
-    assert backend.database_alias == "default"
-    with pytest.warns(DeprecationWarning, match="DATABASE"), pytest.raises(ImproperlyConfigured):
-        UserLockBackend(location="mysql://root@127.0.0.1/test", options={"database": "default"})
-
-
-def test_url_options_and_connect_timeout() -> None:
-    backend = UserLockBackend.from_url("mariadb://u:p%40ss@db.example:3307/app?connect_timeout=2.5")
-    params = backend._params()
-    assert params["host"] == "db.example" and params["port"] == 3307
-    assert params["user"] == "u" and params["passwd"] == "p@ss" and params["db"] == "app"
-    assert params["connect_timeout"] == 3 and params["autocommit"] is True
-
-
 def test_unreachable_server_is_backend_unavailable_for_every_operation() -> None:
     backend = UserLockBackend.from_url("mysql://root@127.0.0.1:1/test?connect_timeout=2")
     with pytest.raises(BackendUnavailable):
@@ -438,16 +402,6 @@ def test_whole_second_waits_as_on_mysql_keep_the_timeout(
     thread.join()
 
 
-def test_session_wait_timeout_option(server: Any, unique: str) -> None:
-    backend = UserLockBackend.from_url(mysql_url(), wait_timeout="604800")
-    try:
-        with backend.lock(unique, timeout=5) as held:
-            session = held._current_entry().hold.data
-            assert int(session.row("SELECT @@SESSION.wait_timeout")[0]) == 604800
-    finally:
-        backend.close()
-
-
 def test_blocking_calls_of_two_tasks_on_one_thread_still_exclude(
     backend: UserLockBackend, other: UserLockBackend, unique: str
 ) -> None:
@@ -467,25 +421,6 @@ def test_blocking_calls_of_two_tasks_on_one_thread_still_exclude(
         assert asyncio.run(main()) is False
     finally:
         other.force_release(unique)
-
-
-def test_configured_through_the_locks_setting(server: Any, unique: str) -> None:
-    from django.core import checks
-    from django.test import override_settings
-
-    import locks
-
-    setting = {"default": {"BACKEND": "locks_mysql.UserLockBackend", "OPTIONS": {"DATABASE": "default"}}}
-    with override_settings(LOCKS=setting):
-        assert [m for m in checks.run_checks(tags=["locks"]) if m.level >= checks.ERROR] == []
-        with locks.lock(unique, timeout=5) as held:
-            assert isinstance(held.token, int)
-            assert locks.get_backend().holder_id(unique) is not None
-    bad = {"default": {"BACKEND": "locks_mysql.UserLockBackend", "OPTIONS": {"DATABASE": "nope"}}}
-    with override_settings(LOCKS=bad):
-        errors = checks.run_checks(tags=["locks"])
-        assert [m.id for m in errors] == ["locks.E003"]
-        assert "nope" in errors[0].msg
 
 
 def test_wait_interrupted_by_kill_query_is_a_lock_error(
@@ -581,7 +516,7 @@ def test_threads_taking_two_locks_in_order_exclude_on_both(
 
 
 def test_server_waits_end_before_the_clients_read_timeout(other: UserLockBackend, server: Any, unique: str) -> None:
-    backend = UserLockBackend.from_url(mysql_url(), read_timeout=2)
+    backend = UserLockBackend.from_url(mysql_url(), READ_TIMEOUT=2)
     try:
         assert backend.wait_slice < 2
         got: list[bool] = []

@@ -26,7 +26,7 @@ class TestUserLockContract(CountsSessions, ContractTests):
 
     @pytest.fixture
     def unreachable_backend_spec(self) -> BackendSpec:
-        return BackendSpec(BACKEND, location="mysql://root@127.0.0.1:1/test", options={"connect_timeout": 2})
+        return BackendSpec(BACKEND, location="mysql://root@127.0.0.1:1/test", options={"CONNECT_TIMEOUT": 2})
 
 
 class TestUserLockThroughDjangoDatabase(CountsSessions, ContractTests):
@@ -40,7 +40,7 @@ class TestUserLockThroughDjangoDatabase(CountsSessions, ContractTests):
 
     @pytest.fixture
     def unreachable_backend_spec(self) -> BackendSpec:
-        return BackendSpec(BACKEND, location="mysql://root@127.0.0.1:1/test", options={"connect_timeout": 2})
+        return BackendSpec(BACKEND, location="mysql://root@127.0.0.1:1/test", options={"CONNECT_TIMEOUT": 2})
 
     @pytest.fixture
     def django_database_alias(self) -> str:

@@ -6,22 +6,12 @@ from __future__ import annotations
 import os
 import socket
 import tempfile
-from urllib.parse import unquote, urlsplit
+from typing import Any
+
+from locks.databases import database_from_url
 
 SQLITE_ENV = "LOCKS_ROWLOCK_SQLITE"
 PGBOUNCER_PORT_ENV = "LOCKS_ROWLOCK_PGBOUNCER_PORT"
-
-
-def _database(url: str, engine: str) -> dict[str, str]:
-    parts = urlsplit(url)
-    return {
-        "ENGINE": engine,
-        "NAME": unquote(parts.path.lstrip("/")),
-        "USER": unquote(parts.username or ""),
-        "PASSWORD": unquote(parts.password or ""),
-        "HOST": parts.hostname or "",
-        "PORT": str(parts.port or ""),
-    }
 
 
 def sqlite_path() -> str:
@@ -42,18 +32,15 @@ def pgbouncer_port() -> int:
     return int(port)
 
 
-def databases() -> dict[str, dict[str, str]]:
+def databases() -> dict[str, dict[str, Any]]:
     pg_url = os.environ.get("LOCKS_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
-    bouncer = _database(pg_url, "django.db.backends.postgresql")
-    bouncer.update(HOST="127.0.0.1", PORT=str(pgbouncer_port()))
+    mysql_url = os.environ.get("LOCKS_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
     return {
         # PostgreSQL through PgBouncer in transaction pooling (started by the tests' fixture).
-        "pgbouncer": bouncer,
+        "pgbouncer": database_from_url(pg_url, HOST="127.0.0.1", PORT=str(pgbouncer_port())),
         "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": sqlite_path()},
-        "pg": _database(pg_url, "django.db.backends.postgresql"),
-        "mysql": _database(
-            os.environ.get("LOCKS_MYSQL_URL", "mysql://root@127.0.0.1:3306/test"), "django.db.backends.mysql"
-        ),
+        "pg": database_from_url(pg_url),
+        "mysql": database_from_url(mysql_url),
         # Nothing listens on port 1: the "server unreachable" cases.
         "pg_down": {
             "ENGINE": "django.db.backends.postgresql",

@@ -262,30 +262,6 @@ def test_in_memory_sqlite_is_refused() -> None:
         RowLockBackend(location="rowlock+sqlite:///:memory:")
 
 
-@pytest.mark.parametrize(
-    ("options", "error"),
-    [
-        ({"DATABASE": "nope"}, ImproperlyConfigured),
-        ({"DATABASE": 3}, TypeError),
-        ({"BOGUS": 1}, ValueError),
-        ({"POLL_MAX": "fast"}, TypeError),
-        ({"POLL_MIN": 0.5, "POLL_MAX": 0.1}, ValueError),
-        ({"NOTIFY": "maybe"}, TypeError),
-        ({"DEFAULT_TTL": -1}, ValueError),
-    ],
-)
-def test_bad_options_are_refused_before_connecting(options: dict[str, Any], error: type[Exception]) -> None:
-    with pytest.raises(error):
-        RowLockBackend(options=options)
-
-
-def test_bad_settings_become_improperly_configured() -> None:
-    from locks.config import build_backend
-
-    with pytest.raises(ImproperlyConfigured):
-        build_backend("x", {"BACKEND": "locks_rowlock.RowLockBackend", "OPTIONS": {"BOGUS": 1}})
-
-
 def test_url_backend_creates_its_table_and_locks(tmp_path: Any, name: str) -> None:
     url = f"rowlock+sqlite://{tmp_path}/locks.db?timeout=20"
     first, second = locks.connect(url), locks.connect(url)

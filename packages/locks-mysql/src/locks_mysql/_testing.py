@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from locks_mysql.connection import params_from_url
+from locks.databases import database_from_url
 
 DEFAULT_URL = "mysql://root@127.0.0.1:3306/test"
 
@@ -18,18 +18,10 @@ def mysql_url() -> str:
 
 
 def database_settings(url: str | None = None) -> dict[str, Any]:
-    """A Django ``DATABASES`` entry for a ``mysql://`` URL."""
-    params = params_from_url(url or mysql_url())
-    return {
-        "ENGINE": "django.db.backends.mysql",
-        "NAME": params.get("database", ""),
-        "USER": params.get("user", ""),
-        "PASSWORD": params.get("password", ""),
-        "HOST": params.get("host", ""),
-        "PORT": str(params.get("port", "")),
-        "OPTIONS": {"charset": "utf8mb4"},
-        "TEST": {"NAME": params.get("database", "")},
-    }
+    """A Django ``DATABASES`` entry for a ``mysql://`` URL (its test database is itself)."""
+    entry = database_from_url(url or mysql_url(), OPTIONS={"charset": "utf8mb4"})
+    entry["TEST"] = {"NAME": entry["NAME"]}
+    return entry
 
 
 def setup_from_environment() -> None:

@@ -22,12 +22,14 @@ Round trips. Acquiring is one ``SELECT`` that also draws the fencing token; rele
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import time
 import weakref
 from _thread import get_ident
 from collections.abc import Mapping
 from typing import Any, ClassVar
+from urllib.parse import parse_qsl, urlsplit
 
 from locks.backends import (
     FENCING,
@@ -45,7 +47,14 @@ from locks.keys import SAFE_CHARS, Key, KeySpec, LockName, make_key
 from locks_mysql import connection as mysql
 from locks_mysql.administration import Administration
 from locks_mysql.connection import Session
-from locks_mysql.options import parse_options
+from locks_mysql.options import (
+    MYSQL_OPTIONS,
+    MYSQLCLIENT_KEYWORDS,
+    OLD_SPELLINGS,
+    driver_arguments,
+    url_params,
+    warn_old_spellings,
+)
 
 __all__ = ["LockDeadlock", "UserLockBackend"]
 
@@ -74,14 +83,14 @@ class UserLockBackend(Administration, BaseLockBackend):
     ``OPTIONS['DATABASE']`` names a Django ``DATABASES`` alias (default ``"default"``) whose
     connection settings are used for connections this backend opens itself.
 
-    ``OPTIONS`` (see :mod:`locks_mysql.options`): ``DATABASE`` (a ``DATABASES`` alias),
-    ``connect_timeout`` (seconds, default 5), ``wait_timeout`` (seconds an idle connection, and
-    so a lock held on it without traffic, is kept by the server; default: the server's
-    ``wait_timeout``), ``max_idle`` (idle connections kept, default 8), ``KEY_PREFIX``, ``WATCHDOG``, and the
-    mysqlclient arguments ``unix_socket``, ``charset``, ``read_default_file``,
-    ``read_default_group``, ``ssl``, ``ssl_mode``, ``init_command``, ``read_timeout``,
-    ``write_timeout``.
+    ``OPTIONS``: :data:`~locks_mysql.options.MYSQL_OPTIONS` (keys in any case; the old
+    lower-case spellings warn), and mysqlclient's connection keywords
+    (:data:`~locks_mysql.options.MYSQLCLIENT_KEYWORDS`: ``charset``, ``ssl``, ``init_command``...),
+    passed through; any other key is refused.
     """
+
+    OPTIONS = MYSQL_OPTIONS
+    driver_name = "mysqlclient"
 
     capabilities = frozenset({FENCING, LISTING, FORCE_RELEASE, SESSION_BOUND, NOTIFY, WATCHDOG})
     key_spec = KeySpec(kind="text", max_length=64, case_insensitive=True)
@@ -96,18 +105,20 @@ class UserLockBackend(Administration, BaseLockBackend):
         self, alias: str = "default", location: str | None = None, options: Mapping[str, Any] | None = None
     ) -> None:
         super().__init__(alias, location, options)
-        parsed = parse_options(location, self.options)
-        self._url_params = parsed.url_params
-        self.database_alias: str | None = parsed.database_alias
-        self.max_idle = parsed.max_idle
-        extra = parsed.extra
+        settings = self.settings
+        self._url_params = url_params(location, settings["DATABASE"])
+        self.database_alias: str | None = None if location is not None else settings["DATABASE"] or "default"
+        self.max_idle: int = settings["MAX_IDLE"]
+        extra = driver_arguments(settings, self.options)
         # A server wait must end before the client's read_timeout gives up on the connection
         # (which would end the session, and every lock the thread holds on it).
         read_timeout = extra.get("read_timeout")
         self.wait_slice: float = FOREVER_SLICE if read_timeout is None else read_timeout * 0.8
         # The timeout argument of a wait without deadline, when both servers read it alike.
         self._forever: str | None = str(int(self.wait_slice)) if self.wait_slice >= 1 else None
-        self.session_wait_timeout = parsed.session_wait_timeout
+        wait_timeout = settings["WAIT_TIMEOUT"]
+        #: Not a mysqlclient argument: the session's ``wait_timeout``, set once per new connection.
+        self.session_wait_timeout: int | None = None if wait_timeout is None else max(1, math.ceil(wait_timeout))
         self._extra = extra
         self._params_cache: dict[str, Any] | None = None
         self._namespace_cache: str | None = None
@@ -117,11 +128,22 @@ class UserLockBackend(Administration, BaseLockBackend):
         self._sessions: weakref.WeakSet[Session] = weakref.WeakSet()
 
     @classmethod
+    def driver_options(cls) -> frozenset[str]:
+        return MYSQLCLIENT_KEYWORDS
+
+    @classmethod
+    def parse_options(
+        cls, options: Mapping[str, Any] | None, alias: str = "default"
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        warn_old_spellings(options)
+        return super().parse_options(options, alias)
+
+    @classmethod
     def from_url(cls, url: str, alias: str = "default", **options: Any) -> UserLockBackend:
-        """``mysql://user:password@host:port/database?connect_timeout=5``."""
-        backend = super().from_url(url, alias, **options)
-        assert isinstance(backend, UserLockBackend)
-        return backend
+        """``mysql://user:password@host:port/database?CONNECT_TIMEOUT=5&charset=utf8mb4``: query
+        parameters are options (in any case) or mysqlclient keywords."""
+        query = {k.upper() if k in OLD_SPELLINGS else k: v for k, v in parse_qsl(urlsplit(url).query)}
+        return cls(alias=alias, location=url, options={**query, **options})
 
     # -- where to connect, and the namespace ------------------------------------------------
     def _params(self) -> dict[str, Any]:

@@ -1,8 +1,8 @@
-"""The MySQL lock backend's ``LOCATION`` and ``OPTIONS``, read once when the backend is built.
+"""The MySQL lock backend's ``OPTIONS``, declared once (:data:`MYSQL_OPTIONS`), and where it
+connects (``LOCATION`` or a ``DATABASES`` alias). Nothing here touches the server.
 
-Upper-case keys are the backend's own options (``DATABASE``, and ``KEY_PREFIX``/``WATCHDOG``
-taken by the base class); lower-case ones are mysqlclient arguments, and ``wait_timeout``
-(``SET SESSION``) and ``max_idle``. Nothing here touches the server.
+Keys that are not the backend's options pass through to mysqlclient when they are among its
+connection keywords (:data:`MYSQLCLIENT_KEYWORDS`); any other key is refused.
 """
 
 from __future__ import annotations
@@ -10,97 +10,123 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
+from locks.backends import Option, Seconds
 from locks_mysql import connection as mysql
 
-#: mysqlclient arguments that OPTIONS may pass through (URL query parameters included).
-PASS_THROUGH = frozenset(
-    {"unix_socket", "charset", "read_default_file", "read_default_group", "ssl", "ssl_mode", "init_command"}
+__all__ = ["MYSQLCLIENT_KEYWORDS", "MYSQL_OPTIONS", "OLD_SPELLINGS", "driver_arguments", "url_params"]
+
+#: The backend's own options (besides ``KEY_PREFIX`` and ``WATCHDOG``).
+MYSQL_OPTIONS: tuple[Option, ...] = (
+    Option(
+        "DATABASE",
+        str,
+        None,
+        "the `DATABASES` alias whose settings are used, when there is no `LOCATION`",
+        shown_default='"default"',
+    ),
+    Option(
+        "CONNECT_TIMEOUT",
+        Seconds,
+        None,
+        "seconds to connect before `BackendUnavailable` (rounded up to whole seconds)",
+        minimum=0.001,
+        shown_default=str(mysql.DEFAULT_CONNECT_TIMEOUT),
+    ),
+    Option(
+        "WAIT_TIMEOUT",
+        Seconds,
+        None,
+        "`SET SESSION wait_timeout` on each connection; not set: the server's (see [Lost locks](#lost-locks))",
+        minimum=0.001,
+    ),
+    Option("MAX_IDLE", int, 8, "idle connections kept for the next acquisitions", minimum=0),
+    Option(
+        "READ_TIMEOUT",
+        Seconds,
+        None,
+        "mysqlclient's `read_timeout`; server waits are then cut into slices shorter than it, "
+        "so a long wait never trips it",
+        minimum=0.001,
+    ),
+    Option("WRITE_TIMEOUT", Seconds, None, "mysqlclient's `write_timeout`", minimum=0.001),
 )
-INT_OPTIONS = frozenset({"connect_timeout", "read_timeout", "write_timeout", "wait_timeout"})
+
+#: The options that are mysqlclient arguments too, given to it in whole seconds.
+_DRIVER_SECONDS = ("CONNECT_TIMEOUT", "READ_TIMEOUT", "WRITE_TIMEOUT")
+
+#: The lower-case spellings the options had before every backend spelled its options in
+#: UPPER_CASE: still taken in ``OPTIONS``, with a ``DeprecationWarning``.
+OLD_SPELLINGS = frozenset(option.name.lower() for option in MYSQL_OPTIONS)
+
+#: mysqlclient's connection keywords (``MySQLdb.connect``, mysqlclient 2.2) that ``OPTIONS`` may
+#: pass through: those documented by ``MySQLdb.connections.Connection`` and ``_mysql.connect``
+#: but the ones that say where to connect (``LOCATION`` or ``DATABASE`` do), the ones that are
+#: the backend's options, and the ones the backend sets itself (``autocommit``, ``conv``,
+#: ``cursorclass``).
+MYSQLCLIENT_KEYWORDS = frozenset(
+    {
+        "auth_plugin",
+        "binary_prefix",
+        "charset",
+        "client_flag",
+        "collation",
+        "compress",
+        "executemany_fallback",
+        "init_command",
+        "local_infile",
+        "local_infile_dir",
+        "multi_statements",
+        "named_pipe",
+        "read_default_file",
+        "read_default_group",
+        "server_public_key_path",
+        "sql_mode",
+        "ssl",
+        "ssl_mode",
+        "unix_socket",
+        "use_unicode",
+    }
+)
 
 
-@dataclass(frozen=True)
-class MySQLOptions:
-    """Where to connect and how: ``url_params`` (from ``LOCATION``) or ``database_alias``."""
-
-    url_params: dict[str, Any] | None
-    database_alias: str | None
-    max_idle: int
-    #: mysqlclient arguments, timeouts rounded up to whole seconds.
-    extra: dict[str, Any]
-    #: Not a mysqlclient argument: the session's ``wait_timeout``, set once per new connection.
-    session_wait_timeout: int | None
+def warn_old_spellings(options: Mapping[str, Any] | None) -> None:
+    """A ``DeprecationWarning`` for each option given in its old lower-case spelling."""
+    for key in options or ():
+        if key in OLD_SPELLINGS:
+            warnings.warn(
+                f"OPTIONS[{key!r}] of the MySQL lock backend is spelled OPTIONS[{key.upper()!r}] now",
+                DeprecationWarning,
+                stacklevel=5,  # the code that built the backend
+            )
 
 
-def _database_option(opts: dict[str, Any]) -> Any:
-    # The lower-case spelling was documented before the options of every backend were spelled
-    # alike: still taken, with a warning.
-    if "database" in opts:
-        warnings.warn(
-            "OPTIONS['database'] of the MySQL lock backend is spelled OPTIONS['DATABASE'] now",
-            DeprecationWarning,
-            stacklevel=4,  # the code that built the backend
-        )
-        old = opts.pop("database")
-        return opts.pop("DATABASE", old)
-    return opts.pop("DATABASE", None)
-
-
-def parse_options(location: str | None, options: Mapping[str, Any]) -> MySQLOptions:
-    """Checks ``LOCATION`` and ``OPTIONS`` (what the base class left of them)."""
-    opts = dict(options)
-    database = _database_option(opts)
-    url_params: dict[str, Any] | None = None
+def url_params(location: Any, database: str | None) -> dict[str, Any] | None:
+    """mysqlclient arguments of ``LOCATION``, or ``None`` when the backend connects through the
+    ``DATABASES`` alias ``database`` (checked to exist when settings are loaded)."""
     if location is not None:
         if not isinstance(location, str):
             raise ImproperlyConfigured("the MySQL lock backend's LOCATION must be a mysql:// URL")
         if database is not None:
             raise ImproperlyConfigured("give the MySQL lock backend a LOCATION URL or OPTIONS['DATABASE'], not both")
-        url_params = mysql.params_from_url(location)
-    else:
-        if database is None:
-            database = "default"
-        if not isinstance(database, str):
-            raise ImproperlyConfigured("OPTIONS['DATABASE'] must be a DATABASES alias (str)")
-        from django.conf import settings
+        return mysql.params_from_url(location)
+    from django.conf import settings
 
-        # Caught here (manage.py check builds every backend); the server is not touched.
-        if settings.configured and database not in settings.DATABASES:
-            raise ImproperlyConfigured(f"OPTIONS['DATABASE'] = {database!r} is not in DATABASES")
-    extra: dict[str, Any] = {}
-    max_idle = opts.pop("max_idle", 8)
-    for name in list(opts):
-        value = opts.pop(name)
-        if name in INT_OPTIONS:
-            try:
-                number = float(value)
-            except (TypeError, ValueError):
-                raise ImproperlyConfigured(f"OPTIONS[{name!r}] must be a number of seconds, not {value!r}") from None
-            if not number > 0 or math.isinf(number):
-                raise ImproperlyConfigured(f"OPTIONS[{name!r}] must be positive, not {value!r}")
-            extra[name] = max(1, math.ceil(number))
-        elif name in PASS_THROUGH:
-            extra[name] = value
-        else:
-            raise ImproperlyConfigured(
-                f"unknown OPTIONS for the MySQL lock backend: {name!r} "
-                f"(known: DATABASE, max_idle, {', '.join(sorted(INT_OPTIONS | PASS_THROUGH))})"
-            )
-    try:
-        max_idle = int(max_idle)
-    except (TypeError, ValueError):
-        raise ImproperlyConfigured(f"OPTIONS['max_idle'] must be an int, not {max_idle!r}") from None
-    if max_idle < 0:
-        raise ImproperlyConfigured("OPTIONS['max_idle'] must not be negative")
-    return MySQLOptions(
-        url_params=url_params,
-        database_alias=database,
-        max_idle=max_idle,
-        extra=extra,
-        session_wait_timeout=extra.pop("wait_timeout", None),
-    )
+    database = database or "default"
+    # Caught here (manage.py check builds every backend); the server is not touched.
+    if settings.configured and database not in settings.DATABASES:
+        raise ImproperlyConfigured(f"OPTIONS['DATABASE'] = {database!r} is not in DATABASES")
+    return None
+
+
+def driver_arguments(settings: Mapping[str, Any], passed: Mapping[str, Any]) -> dict[str, Any]:
+    """What goes to mysqlclient besides where to connect: the options that are its arguments
+    (whole seconds, rounded up) and the keywords passed through."""
+    arguments = {key.lower(): value for key, value in passed.items()}
+    for name in _DRIVER_SECONDS:
+        if settings[name] is not None:
+            arguments[name.lower()] = max(1, math.ceil(settings[name]))
+    return arguments

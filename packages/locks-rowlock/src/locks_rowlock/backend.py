@@ -44,9 +44,10 @@ from locks_rowlock.connections import (
     off_loop,
     own_settings,
     settings_from_url,
+    vendor_of_alias,
 )
 from locks_rowlock.dialects import DIALECTS, TABLE, Dialect, PostgreSQLDialect
-from locks_rowlock.options import KNOWN_OPTIONS, as_flag, as_seconds, driver_values
+from locks_rowlock.options import ROWLOCK_OPTIONS, as_seconds, driver_keywords, driver_values
 from locks_rowlock.rows import digest_of, display_name, unix_time
 from locks_rowlock.table import create_table
 
@@ -63,20 +64,9 @@ class RowLockBackend(BaseLockBackend):
     ``LOCATION``: empty (use ``OPTIONS["DATABASE"]``) or a ``rowlock+postgresql://``,
     ``rowlock+mysql://`` or ``rowlock+sqlite:///path`` URL.
 
-    ``OPTIONS``:
-
-    * ``DATABASE``: the ``DATABASES`` alias whose database holds the lock table (default
-      ``"default"``); the backend opens its own connections with that entry's settings.
-    * ``DEFAULT_TTL``: the lease of a lock that gives no ``ttl`` (default 10 s, renewed while held
-      unless the lock says ``auto_renew=False``).
-    * ``NOTIFY``: PostgreSQL only, wake waiters with ``LISTEN/NOTIFY`` (default true).
-    * ``POLL_MIN``/``POLL_MAX``: bounds of the polling backoff (default 1 ms and 25 ms).
-    * ``NOTIFY_POLL``: with notifications, the longest a waiter sleeps between attempts (for
-      leases that expire without a release; default 250 ms).
-    * ``CREATE_TABLE``: create the lock table when missing (default: true for URLs, false for a
-      ``DATABASES`` alias, where ``migrate`` creates it).
-
-    For URLs, other query parameters are passed to the database driver (``connect_timeout``...).
+    ``OPTIONS``: :data:`~locks_rowlock.options.ROWLOCK_OPTIONS` (keys in any case). With a URL,
+    the database driver's own parameters (libpq's, mysqlclient's, ``sqlite3``'s) pass through;
+    any other key is refused.
     """
 
     capabilities: ClassVar[frozenset[str]] = frozenset({TTL, FENCING, LISTING, FORCE_RELEASE, WATCHDOG})
@@ -85,43 +75,46 @@ class RowLockBackend(BaseLockBackend):
     poll_max: ClassVar[float] = 0.025
     notify_poll: ClassVar[float] = 0.25
 
+    OPTIONS = ROWLOCK_OPTIONS
+    driver_name = "the database driver"
+
     def __init__(
         self, alias: str = "default", location: str | None = None, options: Mapping[str, Any] | None = None
     ) -> None:
         super().__init__(alias, location, options)
-        opts = {str(k).upper(): v for k, v in self.options.items()}
-        database = opts.pop("DATABASE", None)
-        notify = as_flag(opts.pop("NOTIFY", True), "NOTIFY")
-        create = opts.pop("CREATE_TABLE", None)
-        for what in ("POLL_MIN", "POLL_MAX", "NOTIFY_POLL", "DEFAULT_TTL"):
-            if what in opts:
-                setattr(self, what.lower(), as_seconds(opts.pop(what), what))
+        settings = self.settings
+        where = f"{type(self).__name__} (alias {alias!r})"
+        database = settings["DATABASE"]
+        create = settings["CREATE_TABLE"]
+        self.default_ttl: float = settings["DEFAULT_TTL"]
+        for what in ("POLL_MIN", "POLL_MAX", "NOTIFY_POLL"):
+            setattr(self, what.lower(), settings[what])
         if self.poll_min > self.poll_max:
-            raise ValueError("OPTIONS['POLL_MIN'] must not exceed OPTIONS['POLL_MAX']")
+            raise ImproperlyConfigured(f"{where}: OPTIONS['POLL_MIN'] must not exceed OPTIONS['POLL_MAX']")
         if location:
             if database is not None:
-                raise ValueError("give either a LOCATION URL or OPTIONS['DATABASE'], not both")
+                raise ImproperlyConfigured(f"{where}: give either a LOCATION URL or OPTIONS['DATABASE'], not both")
             if not isinstance(location, str):
-                raise TypeError(f"LOCATION must be a URL str, not {type(location).__name__}")
+                raise ImproperlyConfigured(f"{where}: LOCATION must be a URL str, not {type(location).__name__}")
             ensure_django_settings()
-            base, _query = settings_from_url(location)
-            # Query parameters that are not ours go to the driver.
-            driver = {k: v for k, v in self.options.items() if str(k).upper() in opts}
+            try:
+                base = settings_from_url(location)
+            except ValueError as exc:
+                raise ImproperlyConfigured(f"{where}: {exc}") from None
             self.database = None
-            self.create_table = True if create is None else as_flag(create, "CREATE_TABLE")
-            settings = own_settings(base, driver_values(driver))
+            self.create_table = True if create is None else create
+            # What is not ours goes to the driver.
+            db_settings = own_settings(base, driver_values(self.options))
         else:
-            if opts:
-                raise ValueError(
-                    f"unknown OPTIONS for the lock-table backend: {sorted(opts)} (known: {sorted(KNOWN_OPTIONS)})"
+            if self.options:
+                raise ImproperlyConfigured(
+                    f"{where}: driver parameters ({', '.join(sorted(self.options))}) are taken with a LOCATION "
+                    "URL only; with OPTIONS['DATABASE'], give them in that DATABASES entry's OPTIONS"
                 )
-            database = "default" if database is None else database
-            if not isinstance(database, str):
-                raise TypeError(f"OPTIONS['DATABASE'] must be a DATABASES alias (str), not {type(database).__name__}")
-            self.database = database
-            self.create_table = False if create is None else as_flag(create, "CREATE_TABLE")
-            settings = self._settings_of_alias(database)
-        self._pool = ConnectionPool(settings, f"locks-{alias}")
+            self.database = "default" if database is None else database
+            self.create_table = False if create is None else create
+            db_settings = self._settings_of_alias(self.database, where)
+        self._pool = ConnectionPool(db_settings, f"locks-{alias}")
         dialect_class = DIALECTS.get(self._pool.vendor)
         if dialect_class is None:
             raise ImproperlyConfigured(
@@ -129,25 +122,40 @@ class RowLockBackend(BaseLockBackend):
             )
         self.vendor = self._pool.vendor
         self.dialect: Dialect = dialect_class(TABLE)
-        self.notify = notify and isinstance(self.dialect, PostgreSQLDialect)
+        self.notify = settings["NOTIFY"] and isinstance(self.dialect, PostgreSQLDialect)
+        # The vendor of a URL is known only now (capabilities_from read the DATABASES alias).
+        self.capabilities = type(self).capabilities | ({NOTIFY} if self.notify else set())  # type: ignore[misc]
         if self.notify:
             from locks_rowlock.notify import Listener
 
-            self.capabilities = type(self).capabilities | {NOTIFY}  # type: ignore[misc]
             self._listener: Listener | None = Listener(self._pool, PostgreSQLDialect.channel)
         else:
             self._listener = None
         self._table_checked = not self.create_table
         self._table_lock = threading.Lock()
 
+    @classmethod
+    def driver_options(cls) -> frozenset[str]:
+        return driver_keywords()
+
+    @classmethod
+    def capabilities_from(cls, settings: Mapping[str, Any]) -> frozenset[str]:
+        """``notify`` with ``NOTIFY`` on a PostgreSQL database (read from the ``DATABASES`` entry
+        of ``DATABASE``, without connecting; with a ``LOCATION`` URL, from its scheme once built)."""
+        if settings["NOTIFY"] and vendor_of_alias(settings["DATABASE"] or "default") == "postgresql":
+            return cls.capabilities | {NOTIFY}
+        return cls.capabilities
+
     @staticmethod
-    def _settings_of_alias(database: str) -> dict[str, Any]:
+    def _settings_of_alias(database: str, where: str) -> dict[str, Any]:
         from django.db import connections
 
         try:
             entry = connections.settings[database]
         except Exception as exc:  # ConnectionDoesNotExist, or settings not configured
-            raise ImproperlyConfigured(f"OPTIONS['DATABASE'] = {database!r} is not in DATABASES: {exc}") from exc
+            raise ImproperlyConfigured(
+                f"{where}: OPTIONS['DATABASE'] = {database!r} is not in DATABASES: {exc}"
+            ) from exc
         return own_settings(entry)
 
     def spec(self) -> BackendSpec:

@@ -16,21 +16,16 @@ import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
+from locks.databases import database_from_url
+
 T = TypeVar("T")
 
-#: URL schemes → Django database engines.
-ENGINES = {
-    "rowlock+postgresql": "django.db.backends.postgresql",
-    "rowlock+postgres": "django.db.backends.postgresql",
-    "rowlock+mysql": "django.db.backends.mysql",
-    "rowlock+mariadb": "django.db.backends.mysql",
-    "rowlock+sqlite": "django.db.backends.sqlite3",
-}
-URL_SCHEMES = tuple(ENGINES)
+#: The URL schemes: ``rowlock+`` and a scheme of :func:`locks.databases.database_from_url`.
+URL_SCHEMES = ("rowlock+postgresql", "rowlock+postgres", "rowlock+mysql", "rowlock+mariadb", "rowlock+sqlite")
 #: Connections a forked child inherited from its parent: see ``_check_pid``.
 _INHERITED: list[Any] = []
 _IDLE_MAX = 8
@@ -64,29 +59,32 @@ def ensure_django_settings() -> None:
             django.setup()
 
 
-def settings_from_url(url: str) -> tuple[dict[str, Any], dict[str, str]]:
-    """A ``DATABASES`` entry from a ``rowlock+<vendor>://`` URL, and the query parameters."""
+def settings_from_url(url: str) -> dict[str, Any]:
+    """The ``DATABASES`` entry of a ``rowlock+<vendor>://`` URL (its query is the backend's:
+    options, and parameters for the driver, which :func:`own_settings` adds)."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
-    engine = ENGINES.get(scheme)
-    if engine is None:
+    if scheme not in URL_SCHEMES:
         raise ValueError(f"{url!r}: the lock-table backend takes {', '.join(URL_SCHEMES)} URLs")
-    query = dict(parse_qsl(parts.query))
-    if engine.endswith("sqlite3"):
-        path = unquote(parts.path)
-        if parts.netloc:  # rowlock+sqlite://relative/path.db
-            path = unquote(parts.netloc) + path
-        if path in ("/:memory:", ""):
-            path = ":memory:"
-        return {"ENGINE": engine, "NAME": path}, query
-    return {
-        "ENGINE": engine,
-        "NAME": unquote(parts.path.lstrip("/")),
-        "USER": unquote(parts.username or ""),
-        "PASSWORD": unquote(parts.password or ""),
-        "HOST": parts.hostname or "",
-        "PORT": str(parts.port or ""),
-    }, query
+    return database_from_url(urlunsplit(parts._replace(scheme=scheme.removeprefix("rowlock+"), query="")))
+
+
+def vendor_of_alias(alias: str) -> str | None:
+    """The vendor (``"postgresql"``...) of a ``DATABASES`` entry, read from its ``ENGINE`` without
+    connecting; ``None`` when there is no such entry (yet) or its engine does not import."""
+    from django.conf import settings
+    from django.db.utils import load_backend
+
+    if not settings.configured or alias not in settings.DATABASES:
+        return None
+    engine = settings.DATABASES[alias].get("ENGINE")
+    if not engine:
+        return None
+    try:
+        vendor: str = load_backend(engine).DatabaseWrapper.vendor
+    except ImproperlyConfigured:  # an engine that does not import: building the backend says so
+        return None
+    return vendor
 
 
 def own_settings(base: Mapping[str, Any], driver_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
