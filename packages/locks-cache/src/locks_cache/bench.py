@@ -34,7 +34,7 @@ def _importable(module: str) -> bool:
 
 
 def _driver_url(backend: RedisLockBackend) -> str:
-    return backend._driver_url()[0]
+    return backend._url
 
 
 def redis_peers(backend: BaseLockBackend) -> list[BenchSubject]:

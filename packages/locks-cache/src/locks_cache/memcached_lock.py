@@ -19,19 +19,22 @@ hold one lock. That is why one server is required (``LOCATION`` with a single ad
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
 from locks.backends import DEFAULT_LEASE, FORCE_RELEASE, TTL, WATCHDOG, BaseLockBackend, Hold, LockRequest
+from locks.backends.options import COMMON_OPTIONS, Option, Seconds, parse_options
 from locks.exceptions import BackendUnavailable, LockLost
 from locks.keys import SAFE_CHARS, Key, KeySpec, LockName
-from locks_cache.options import as_seconds, as_str, lift_query
+from locks_cache.options import LEASE_OPTIONS, default_ttl, namespace_option, positive, split_location
 
 #: memcached reads an expiry above this as an absolute Unix time.
 RELATIVE_EXPIRY_MAX = 30 * 24 * 3600
@@ -40,13 +43,13 @@ KEY_MAX = 250
 NAMESPACE_MAX = 32
 NAME_RECORDED = 1000
 
-_URL_OPTIONS = {
-    "namespace": "NAMESPACE",
-    "ttl": "DEFAULT_TTL",
-    "default_ttl": "DEFAULT_TTL",
-    "key_prefix": "KEY_PREFIX",
-    "timeout": "TIMEOUT",
-}
+#: The options of :class:`MemcachedLockBackend`, besides ``KEY_PREFIX`` and ``WATCHDOG``.
+MEMCACHED_OPTIONS: tuple[Option, ...] = (
+    *LEASE_OPTIONS,
+    namespace_option(NAMESPACE_MAX, "prefix of every key (at most 32 bytes)"),
+    Option("TIMEOUT", Seconds, 5.0, "connect and socket timeout (seconds)", check=positive),
+)
+_URL_OPTIONS = frozenset(option.name.lower() for option in COMMON_OPTIONS + MEMCACHED_OPTIONS)
 
 
 def memcached_expiry(ttl: float, now: float | None = None) -> int:
@@ -66,6 +69,16 @@ def _import_pymemcache() -> Any:
             "the Memcached lock backend needs pymemcache: pip install 'locks-cache[memcached]'"
         ) from exc
     return pymemcache
+
+
+@functools.cache
+def pymemcache_keywords() -> frozenset[str]:
+    """The keyword arguments of pymemcache's ``PooledClient`` (but the server)."""
+    _import_pymemcache()
+    from pymemcache.client.base import PooledClient
+
+    parameters = inspect.signature(PooledClient.__init__).parameters.values()
+    return frozenset(p.name.lower() for p in parameters if p.name not in ("self", "server") and p.kind != p.VAR_KEYWORD)
 
 
 def parse_server(location: str) -> tuple[str, int] | str:
@@ -95,10 +108,12 @@ def parse_server(location: str) -> tuple[str, int] | str:
 class MemcachedLockBackend(BaseLockBackend):
     """Locks on one Memcached server: leases (``ttl``), owner-checked release and extend.
 
-    ``LOCATION``: ``memcached://host:port`` (one server). ``OPTIONS`` (also as URL query
-    parameters, lower-case): ``DEFAULT_TTL`` (lease of a lock that gives none, default 10 s, renewed while held),
-    ``NAMESPACE`` (key prefix, default ``"locks:"``, at most 32 bytes), ``TIMEOUT`` (connect and
-    socket timeout, default 5 s); lower-case keys go to pymemcache's ``PooledClient``.
+    ``LOCATION``: ``memcached://host:port`` (one server). ``OPTIONS`` (keys in any case, also as
+    URL query parameters): :data:`MEMCACHED_OPTIONS`, and the keyword arguments of pymemcache's
+    ``PooledClient``, passed through; any other key is refused.
+
+    ``route``: the client for a key, in place of one built from ``LOCATION`` (a Django cache's
+    per-server clients); ``LOCATION`` then only names the servers in errors.
 
     Waiting polls, with fast first retries, exponential backoff and jitter (memcached has no
     notification).
@@ -113,35 +128,32 @@ class MemcachedLockBackend(BaseLockBackend):
     poll_max = 0.05
     poll_cap_base = 0.004
     poll_cap_growth = 0.01
+    OPTIONS = MEMCACHED_OPTIONS
+    driver_name = "pymemcache's PooledClient"
+
+    @classmethod
+    def driver_options(cls) -> frozenset[str]:
+        return pymemcache_keywords()
 
     def __init__(
-        self, alias: str = "default", location: str | None = None, options: Mapping[str, Any] | None = None
+        self,
+        alias: str = "default",
+        location: str | None = None,
+        options: Mapping[str, Any] | None = None,
+        *,
+        route: Callable[[bytes], Any] | None = None,
     ) -> None:
-        super().__init__(alias, location, options)
-        opts = self.options
-        url = location or "memcached://127.0.0.1:11211"
-        if not isinstance(url, str):
-            raise ImproperlyConfigured("the Memcached lock backend's LOCATION must be a memcached:// URL")
-        url, from_url = lift_query(url, _URL_OPTIONS)
-        for option, value in from_url.items():
-            if option == "KEY_PREFIX" and "KEY_PREFIX" not in self._settings:
-                self.key_prefix = value
-            else:
-                opts.setdefault(option, value)
-        self.namespace = as_str(opts.pop("NAMESPACE", "locks:"), "OPTIONS['NAMESPACE']", max_length=NAMESPACE_MAX)
-        self.default_ttl = as_seconds(
-            opts.pop("DEFAULT_TTL", opts.pop("TTL", type(self).default_ttl)), "OPTIONS['DEFAULT_TTL']"
-        )
-        self.io_timeout = as_seconds(opts.pop("TIMEOUT", 5.0), "OPTIONS['TIMEOUT']") or 5.0
-        unknown = sorted(k for k in opts if k.isupper())
-        if unknown:
-            raise ImproperlyConfigured(
-                f"unknown OPTIONS for {type(self).__name__}: {unknown} "
-                "(lock options: KEY_PREFIX, NAMESPACE, DEFAULT_TTL, TIMEOUT, WATCHDOG; "
-                "lower-case keys go to pymemcache)"
-            )
-        self.client_kwargs: dict[str, Any] = dict(opts)
+        url, given, query = split_location(location, "memcached://127.0.0.1:11211", _URL_OPTIONS, options)
+        super().__init__(alias, location, given)
+        # pymemcache reads no URL: any other query parameter is a mistake
+        parse_options(COMMON_OPTIONS + MEMCACHED_OPTIONS, query, where=f"{type(self).__name__} (alias {alias!r})")
+        settings = self.settings
+        self.namespace: str = settings["NAMESPACE"]
+        self.default_ttl = default_ttl(settings, type(self).default_ttl)
+        self.io_timeout: float = settings["TIMEOUT"]
+        self.client_kwargs: dict[str, Any] = {key.lower(): value for key, value in self.options.items()}
         self._server_url = url
+        self._route = route
         self._infos: dict[object, bytes] = {}
         self._pymemcache = _import_pymemcache()
         exceptions = self._pymemcache.exceptions
@@ -150,7 +162,7 @@ class MemcachedLockBackend(BaseLockBackend):
             exceptions.MemcacheUnexpectedCloseError,
             exceptions.MemcacheServerError,
         )
-        self.client = self._make_client()
+        self.client = None if route is not None else self._make_client()
 
     @classmethod
     def from_url(cls, url: str, alias: str = "default", **options: Any) -> MemcachedLockBackend:
@@ -171,8 +183,10 @@ class MemcachedLockBackend(BaseLockBackend):
         return PooledClient(parse_server(self._server_url), **kwargs)
 
     def _mc(self, key: bytes) -> Any:
-        """The pymemcache client for ``key`` in the calling thread (here one pooled client)."""
-        return self.client
+        """The pymemcache client for ``key`` in the calling thread: the pooled client, or the
+        one ``route`` gives."""
+        route = self._route
+        return self.client if route is None else route(key)
 
     # -- keys and values --------------------------------------------------------------------
     def server_key(self, key: Key) -> bytes:

@@ -12,6 +12,8 @@ the backend's own (:mod:`locks_cache.redis_connections`) rather than through red
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import random
 import threading
@@ -37,28 +39,35 @@ from locks.backends import (
     HolderInfo,
     LockRequest,
 )
+from locks.backends.options import COMMON_OPTIONS, Option, Seconds
 from locks.deadline import Deadline
 from locks.exceptions import BackendUnavailable, LockLost
 from locks.keys import Key, KeySpec, LockName
-from locks_cache.options import as_bool, as_seconds, as_str, lift_query
+from locks_cache.options import LEASE_OPTIONS, default_ttl, namespace_option, positive, split_location
 from locks_cache.redis_async import AsyncRedisPrimitives, AsyncState, AsyncStates
 from locks_cache.redis_connections import DirectScripts, node_pops
 from locks_cache.redis_listing import scan_holders
 from locks_cache.redis_scripts import NAME_RECORDED, SCRIPTS, TOKEN_CHARS, KeySet
 
-# Query parameters of a redis:// URL that are lock options (the others go to redis-py).
-_URL_OPTIONS = {
-    "namespace": "NAMESPACE",
-    "ttl": "DEFAULT_TTL",
-    "default_ttl": "DEFAULT_TTL",
-    "cluster": "CLUSTER",
-    "key_prefix": "KEY_PREFIX",
-    "wait_slice": "WAIT_SLICE",
-    "watchdog": "WATCHDOG",
-}
+#: The longest single ``BLPOP`` of a waiter (Redis, and Django caches on Redis).
+WAIT_SLICE = Option(
+    "WAIT_SLICE",
+    Seconds,
+    2.0,
+    "longest single `BLPOP` of a waiter (kept below half the socket timeout)",
+    check=positive,
+)
+#: The options of :class:`RedisLockBackend`, besides ``KEY_PREFIX`` and ``WATCHDOG``.
+REDIS_OPTIONS: tuple[Option, ...] = (
+    *LEASE_OPTIONS,
+    namespace_option(64),
+    Option("CLUSTER", bool, False, "connect with `RedisCluster`"),
+    WAIT_SLICE,
+)
+# Query parameters of a redis:// URL that are lock options (the others stay for redis-py).
+_URL_OPTIONS = frozenset(option.name.lower() for option in COMMON_OPTIONS + REDIS_OPTIONS)
 # Never a hang: an unreachable or frozen server raises within these (the URL's query wins).
 _CLIENT_DEFAULTS = {"socket_connect_timeout": 5.0, "socket_timeout": 5.0}
-_LOCK_OPTIONS = {"NAMESPACE", "DEFAULT_TTL", "TTL", "CLUSTER", "WAIT_SLICE"}
 
 
 def _import_redis() -> Any:
@@ -69,6 +78,26 @@ def _import_redis() -> Any:
     return redis
 
 
+@functools.cache
+def redis_keywords() -> frozenset[str]:
+    """The keyword arguments redis-py takes for a client built from a URL: those of its client,
+    pool and connection classes, and the query parameters its URL parser knows."""
+    redis = _import_redis()
+    connection = redis.connection
+    names = set(getattr(connection, "URL_QUERY_ARGUMENT_PARSERS", {}))
+    names.add("single_connection_client")  # taken by Redis.from_url itself
+    classes = [redis.Redis, redis.ConnectionPool, redis.cluster.RedisCluster]
+    for name in ("AbstractConnection", "Connection", "SSLConnection", "UnixDomainSocketConnection"):
+        if hasattr(connection, name):
+            classes.append(getattr(connection, name))
+    for cls in classes:
+        for parameter in inspect.signature(cls.__init__).parameters.values():
+            if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY):
+                names.add(parameter.name.lower())
+    names.discard("self")
+    return frozenset(names)
+
+
 class RedisLockBackend(AsyncRedisPrimitives, BaseLockBackend):
     """Locks on Redis (or Valkey, KeyDB, a Redis Cluster): leases with fencing tokens, shared
     locks, waiters woken by the release, and a native asyncio path.
@@ -77,16 +106,16 @@ class RedisLockBackend(AsyncRedisPrimitives, BaseLockBackend):
     password in it when the server needs them; redis-py's own query parameters (``ssl_cert_reqs``,
     ``socket_timeout``...) are passed on.
 
-    ``OPTIONS`` (also as URL query parameters, lower-case):
+    ``OPTIONS`` (keys in any case, also as URL query parameters): :data:`REDIS_OPTIONS`, and the
+    keyword arguments of redis-py's client, pool and connections (``socket_timeout``,
+    ``ssl_ca_certs``, ``password``...), passed through; any other key is refused.
 
-    * ``DEFAULT_TTL`` (or ``TTL``): the lease of a lock that gives none (seconds, default 10,
-      renewed while held unless the lock says ``auto_renew=False``);
-    * ``NAMESPACE``: prefix of every key (default ``"locks:"``); ``KEY_PREFIX`` also works;
-    * ``CLUSTER``: connect with ``RedisCluster`` (default False);
-    * ``WAIT_SLICE``: the longest a waiter blocks before checking again (seconds, default 2);
-    * lower-case keys: keyword arguments of the redis-py client (``socket_timeout``,
-      ``ssl_ca_certs``, ``password``...).
+    ``client``: a redis-py client to lock through instead of one built from ``LOCATION`` (a
+    Django cache's); it is closed by :meth:`close` only when ``owns_client``.
     """
+
+    OPTIONS = REDIS_OPTIONS
+    driver_name = "redis-py"
 
     capabilities = frozenset({TTL, SHARED, FENCING, LISTING, FORCE_RELEASE, NOTIFY, WATCHDOG, ASYNC_NATIVE})
     key_spec = KeySpec(kind="text", max_length=200)
@@ -98,33 +127,29 @@ class RedisLockBackend(AsyncRedisPrimitives, BaseLockBackend):
     backoff_min = 0.01
     backoff_max = 0.2
 
+    @classmethod
+    def driver_options(cls) -> frozenset[str]:
+        return redis_keywords()
+
     def __init__(
-        self, alias: str = "default", location: str | None = None, options: Mapping[str, Any] | None = None
+        self,
+        alias: str = "default",
+        location: str | None = None,
+        options: Mapping[str, Any] | None = None,
+        *,
+        client: Any = None,
+        owns_client: bool = False,
     ) -> None:
-        super().__init__(alias, location, options)
-        opts = self.options
-        for option, value in self._driver_url()[1].items():
-            # OPTIONS win over the URL's query
-            if option == "KEY_PREFIX" and "KEY_PREFIX" not in self._settings:
-                self.key_prefix = as_str(value, "key_prefix", max_length=100)
-            elif option == "WATCHDOG" and "WATCHDOG" not in self._settings:
-                self.watchdog = as_bool(value, "watchdog")
-            else:
-                opts.setdefault(option, value)
-        self.namespace = as_str(opts.pop("NAMESPACE", "locks:"), "OPTIONS['NAMESPACE']")
-        self.default_ttl = as_seconds(
-            opts.pop("DEFAULT_TTL", opts.pop("TTL", type(self).default_ttl)), "OPTIONS['DEFAULT_TTL']"
-        )
-        self.cluster = as_bool(opts.pop("CLUSTER", False), "OPTIONS['CLUSTER']")
-        wait_slice = as_seconds(opts.pop("WAIT_SLICE", 2.0), "OPTIONS['WAIT_SLICE']")
-        unknown = sorted(k for k in opts if k.isupper())
-        if unknown:
-            raise ImproperlyConfigured(
-                f"unknown OPTIONS for {type(self).__name__}: {unknown} "
-                f"(lock options: {sorted(_LOCK_OPTIONS | {'KEY_PREFIX', 'WATCHDOG'})}; "
-                "lower-case keys go to the redis-py client)"
-            )
-        self.client_kwargs: dict[str, Any] = dict(opts)
+        # The lock options of the URL's query are options (OPTIONS win); redis-py's stay in it.
+        self._url, given, query = split_location(location, "redis://127.0.0.1:6379/0", _URL_OPTIONS, options)
+        super().__init__(alias, location, given)
+        type(self).parse_options(query, alias)  # redis-py's parameters, checked
+        settings = self.settings
+        self.namespace: str = settings["NAMESPACE"]
+        self.default_ttl = default_ttl(settings, type(self).default_ttl)
+        self.cluster: bool = settings["CLUSTER"]
+        wait_slice: float = settings["WAIT_SLICE"]
+        self.client_kwargs: dict[str, Any] = {key.lower(): value for key, value in self.options.items()}
         self._keysets: dict[Key, KeySet] = {}
         self._async = AsyncStates()
         self._infos: dict[object, bytes] = {}
@@ -137,17 +162,19 @@ class RedisLockBackend(AsyncRedisPrimitives, BaseLockBackend):
             self._redis.exceptions.ClusterError,
             OSError,
         )
-        self._client: Any = None
+        self._client: Any = client
+        self._owns_client = client is None or owns_client
         self._client_lock = threading.Lock()
         self._scripts_by_name: dict[str, Any] | None = None
         self._direct: DirectScripts | None = None
         self._node_pops: dict[str, DirectScripts] = {}  # cluster: blocking pops per node
         if not self.cluster:
-            self._client = self._make_client()  # cheap: redis-py connects on first use
+            if self._client is None:
+                self._client = self._make_client()  # cheap: redis-py connects on first use
             self._direct = DirectScripts(self._client.connection_pool, SCRIPTS, self._redis.exceptions)
         socket_timeout = self._socket_timeout()
         # A blocking wait must end well before the socket read times out.
-        self.wait_slice = min(wait_slice or 2.0, socket_timeout / 2) if socket_timeout else wait_slice or 2.0
+        self.wait_slice = min(wait_slice, socket_timeout / 2) if socket_timeout else wait_slice
         self._wait_ms = int((self.wait_slice + 1) * 1000)  # the wait flag outlives one blocking slice
 
     @property
@@ -185,14 +212,8 @@ class RedisLockBackend(AsyncRedisPrimitives, BaseLockBackend):
         """``redis://[user:password@]host:port/db?ttl=30&namespace=app:`` (``rediss://``: TLS)."""
         return cls(alias=alias, location=url, options=options)
 
-    def _driver_url(self) -> tuple[str, dict[str, str]]:
-        location = self.location or "redis://127.0.0.1:6379/0"
-        if not isinstance(location, str):
-            raise ImproperlyConfigured("the Redis lock backend's LOCATION must be a redis:// URL")
-        return lift_query(location, _URL_OPTIONS)
-
     def _make_client(self) -> Any:
-        url, _ = self._driver_url()
+        url = self._url
         kwargs = {**_CLIENT_DEFAULTS, **self.client_kwargs}
         try:
             if self.cluster:
@@ -206,12 +227,12 @@ class RedisLockBackend(AsyncRedisPrimitives, BaseLockBackend):
         if pool is not None:
             value = pool.connection_kwargs.get("socket_timeout")
         else:
-            query = dict(parse_qsl(urlsplit(self._driver_url()[0]).query))
+            query = dict(parse_qsl(urlsplit(self._url).query))
             value = self.client_kwargs.get("socket_timeout", query.get("socket_timeout", 5))
         return float(value) if value else None
 
     def _async_client(self) -> Any:
-        url, _ = self._driver_url()
+        url = self._url
         kwargs = {**_CLIENT_DEFAULTS, **self.client_kwargs}
         if self.cluster:
             return self._redis.asyncio.cluster.RedisCluster.from_url(url, **kwargs)
@@ -248,7 +269,7 @@ class RedisLockBackend(AsyncRedisPrimitives, BaseLockBackend):
 
     def _where(self) -> str:
         # never show a password
-        parts = urlsplit(self._driver_url()[0])
+        parts = urlsplit(self._url)
         return f"{parts.scheme}://{parts.hostname or parts.path}{':' + str(parts.port) if parts.port else ''}"
 
     # -- primitives -------------------------------------------------------------------------
@@ -423,7 +444,8 @@ class RedisLockBackend(AsyncRedisPrimitives, BaseLockBackend):
         self._async.close()
 
     def _close_client(self) -> None:
-        if self._client is None:
+        """Closes the client, unless it was given (see the class) and is not the backend's."""
+        if self._client is None or not self._owns_client:
             return
         try:
             self._client.close()
