@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-import os
-import signal
 import sys
 import threading
 import time
@@ -260,17 +258,9 @@ class AbstractHoldTrustTests(ContractBase):
     ) -> None:
         lease = self.lease_ttl * 2
         spec = _with_default_ttl(backend_spec, lease)
-        ready = _spawn.Event()
-        process = _spawn.Process(target=workers.hold_until_killed, args=(spec, lock_name, None, ready), daemon=True)
-        process.start()
-        try:
-            assert ready.wait(60), "the holder process never took the lock"
+        with workers.killed_at_exit(workers.hold_until_killed, spec, lock_name, None):
             time.sleep(lease * 1.25)  # renewed meanwhile: still held past its first lease
             assert _held_elsewhere(backend, lock_name), "the live holder lost its renewed default lease"
-        finally:
-            assert process.pid is not None
-            os.kill(process.pid, signal.SIGKILL)
-            process.join(10)
         killed = time.monotonic()
         handle = backend.lock(lock_name)
         limit = lease + self.recovery_slack
