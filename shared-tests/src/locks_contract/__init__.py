@@ -27,6 +27,7 @@ from locks_contract.suite.concurrency import (
     AbstractExclusionTests,
     AbstractReentrancyTests,
     AbstractTimeoutTests,
+    take_and_give_back,
 )
 from locks_contract.suite.deadlines import AbstractDeadlineTests
 from locks_contract.suite.environment import AbstractDjangoConnectionTests, AbstractUnavailableTests
@@ -104,4 +105,5 @@ __all__ = [
     "requires",
     "server_unreachable",
     "servers_required",
+    "take_and_give_back",
 ]

@@ -117,7 +117,8 @@ async def _atake_and_give_back(backend: BaseLockBackend, name: str, timeout: flo
     return True
 
 
-def _take_and_give_back(backend: BaseLockBackend, name: str, timeout: float) -> bool:
+def take_and_give_back(backend: BaseLockBackend, name: str, timeout: float) -> bool:
+    """Whether ``name`` could be acquired within ``timeout`` (then released at once)."""
     handle = backend.lock(name)
     if not handle.acquire(timeout=timeout):
         return False
@@ -213,7 +214,7 @@ class AbstractTimeoutTests(ContractBase):
         self, backend: BaseLockBackend, other_backend: BaseLockBackend, lock_name: str
     ) -> None:
         self._woken_after(
-            backend, other_backend, lock_name, lambda name: _take_and_give_back(backend, name, self.slow_poll * 3)
+            backend, other_backend, lock_name, lambda name: take_and_give_back(backend, name, self.slow_poll * 3)
         )
 
     @requires(NOTIFY)
