@@ -33,6 +33,21 @@ def _run(pytester: pytest.Pytester, cls: str, selection: str) -> pytest.RunResul
     return pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider", "-k", selection)
 
 
+def _memory_suite(pytester: pytest.Pytester, suite: str, table: str) -> None:
+    """A test module that runs the contract class ``suite`` on the memory backend's ``table``."""
+    pytester.makepyfile(
+        test_memory=f"""
+        import pytest
+        from locks_contract import BackendSpec, {suite}
+
+        class TestMemory({suite}):
+            @pytest.fixture
+            def backend_spec(self):
+                return BackendSpec("locks.backends.memory.MemoryLockBackend", location="memory://{table}")
+        """
+    )
+
+
 def test_a_backend_without_exclusion_fails_the_exclusion_cases(pytester: pytest.Pytester) -> None:
     result = _run(pytester, "NoExclusionBackend", "exclude or try_once or held_elsewhere or acquire_returns_true")
     outcomes = result.parseoutcomes()
@@ -46,17 +61,7 @@ def test_a_backend_with_colliding_keys_fails_the_name_cases(pytester: pytest.Pyt
 
 
 def test_a_single_process_backend_has_the_cross_process_cases_skipped_saying_so(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(
-        test_memory="""
-        import pytest
-        from locks_contract import BackendSpec, ContractTests
-
-        class TestMemory(ContractTests):
-            @pytest.fixture
-            def backend_spec(self):
-                return BackendSpec("locks.backends.memory.MemoryLockBackend", location="memory://meta")
-        """
-    )
+    _memory_suite(pytester, "ContractTests", "meta")
     result = pytester.runpytest_subprocess(
         "-q", "-rs", "-p", "no:cacheprovider", "-k", "processes_exclude or sigkill or acquire_returns_true"
     )
@@ -79,17 +84,7 @@ def test_a_backend_whose_close_leaves_connections_open_fails_the_lifecycle_cases
 
 
 def test_lifecycle_cases_are_skipped_without_a_connection_count(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(
-        test_uncounted="""
-        import pytest
-        from locks_contract import AbstractLifecycleTests, BackendSpec
-
-        class TestUncounted(AbstractLifecycleTests):
-            @pytest.fixture
-            def backend_spec(self, tmp_path):
-                return BackendSpec("locks.backends.memory.MemoryLockBackend", location="memory://uncounted")
-        """
-    )
+    _memory_suite(pytester, "AbstractLifecycleTests", "uncounted")
     result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider", "-rs", "-k", "dropped or with_block")
     result.assert_outcomes(skipped=5)
     result.stdout.fnmatch_lines(["*provide no server_connection_count fixture*"])
@@ -139,17 +134,7 @@ def test_a_backend_whose_asyncio_api_runs_in_threads_fails_the_async_native_case
 
 
 def test_capability_cases_are_skipped_saying_which_capability_is_missing(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(
-        test_memory="""
-        import pytest
-        from locks_contract import BackendSpec, ContractTests
-
-        class TestMemory(ContractTests):
-            @pytest.fixture
-            def backend_spec(self):
-                return BackendSpec("locks.backends.memory.MemoryLockBackend", location="memory://caps")
-        """
-    )
+    _memory_suite(pytester, "ContractTests", "caps")
     result = pytester.runpytest_subprocess(
         "-q", "-rs", "-p", "no:cacheprovider", "-k", "no_worker_thread or sync_and_async_handles_agree"
     )
