@@ -23,7 +23,7 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -76,6 +76,21 @@ def _int8(key: int) -> Int8:
             _int8_cache.clear()
         value = _int8_cache[key] = Int8(key)
     return value
+
+
+class _Unlocking(Protocol):
+    def _release_sql(self, shared: bool, label: bool) -> str: ...
+    def session_label(self, conn: Any, adding: LockName | None) -> str | None: ...
+
+
+def unlock_statement(backend: _Unlocking, conn: Any, key: int, shared: bool) -> tuple[str, list[Any], str | None]:
+    """The statement that unlocks ``key`` on ``conn`` (after an attempt whose outcome is unknown),
+    as ``(sql, params, label)``: ``label`` is what the statement names the session."""
+    label = backend.session_label(conn, None)
+    params: list[Any] = [Int8(key)]
+    if label is not None:
+        params.append(label)
+    return backend._release_sql(shared, label is not None), params, label
 
 
 def milliseconds(timeout: float) -> str:
@@ -298,11 +313,7 @@ class SessionScope:
         try:
             if conn.raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                 raise psycopg.OperationalError("the session is still busy")
-            label = self.session_label(conn, None)
-            sql = self._release_sql(request.shared, label is not None)
-            params: list[Any] = [Int8(cast(int, request.key))]
-            if label is not None:
-                params.append(label)
+            sql, params, label = unlock_statement(self, conn, cast(int, request.key), request.shared)
             conn.execute(sql, params)
             conn.label = label
         except Exception:  # noqa: BLE001 - not sure what the session holds: end it
