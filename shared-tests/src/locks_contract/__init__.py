@@ -39,7 +39,7 @@ from locks_contract.suite.leases import (
     AbstractSharedTests,
     AbstractWatchdogTests,
 )
-from locks_contract.suite.lifecycle import AbstractLifecycleTests
+from locks_contract.suite.lifecycle import AbstractLifecycleTests, alock_once
 from locks_contract.suite.names import AbstractNameTests
 from locks_contract.suite.parity import AbstractParityTests
 from locks_contract.suite.trust import AbstractHoldTrustTests
@@ -100,6 +100,7 @@ __all__ = [
     "ContractTests",
     "Interval",
     "across_processes",
+    "alock_once",
     "assert_exclusive",
     "overlaps",
     "requires",

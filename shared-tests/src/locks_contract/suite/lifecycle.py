@@ -65,12 +65,12 @@ class AbstractLifecycleTests(ContractBase):
     def test_dropped_backends_used_through_asyncio_close_their_connections_at_once(
         self, backend_spec: BackendSpec, server_connection_count: Count, lock_name: str, without_cyclic_gc: None
     ) -> None:
-        self._cycles(backend_spec, server_connection_count, lambda b: _async_use(b, lock_name), closing=False)
+        self._cycles(backend_spec, server_connection_count, lambda b: alock_once(b, lock_name), closing=False)
 
     def test_backends_used_through_asyncio_in_a_with_block_close_their_connections(
         self, backend_spec: BackendSpec, server_connection_count: Count, lock_name: str, without_cyclic_gc: None
     ) -> None:
-        self._cycles(backend_spec, server_connection_count, lambda b: _async_use(b, lock_name), closing=True)
+        self._cycles(backend_spec, server_connection_count, lambda b: alock_once(b, lock_name), closing=True)
 
     def test_the_end_of_a_with_block_closes_the_connections(
         self, backend_spec: BackendSpec, server_connection_count: Count, lock_name: str, without_cyclic_gc: None
@@ -79,7 +79,7 @@ class AbstractLifecycleTests(ContractBase):
         before = server_connection_count()
         with backend_spec.build(alias="contract-with") as backend:
             _sync_use(backend, lock_name)
-            _async_use(backend, lock_name)
+            alock_once(backend, lock_name)
         # Still referenced here: only __exit__ can have closed them.
         after = _settled(server_connection_count, before, self.lifecycle_settle)
         assert after == before, f"{after - before} connection(s) still open after the with block closed the backend"
@@ -163,7 +163,7 @@ def spec_warm_up(spec: BackendSpec, name: str) -> None:
     spec.run_setup()
     with spec.build(alias="contract-warm-up") as backend:
         _sync_use(backend, name)
-        _async_use(backend, name)
+        alock_once(backend, name)
     del backend
 
 
@@ -184,7 +184,9 @@ def _sync_use(backend: BaseLockBackend, name: str) -> None:
         assert held
 
 
-def _async_use(backend: BaseLockBackend, name: str) -> None:
+def alock_once(backend: BaseLockBackend, name: str) -> None:
+    """Holds ``name`` once through ``backend.alock``, in an event loop of its own."""
+
     async def main() -> None:
         async with backend.alock(name, timeout=5) as held:
             assert held
