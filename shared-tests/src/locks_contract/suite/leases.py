@@ -19,6 +19,7 @@ from locks.backends.base import (
     TTL,
     WATCHDOG,
     BaseLockBackend,
+    HolderInfo,
     LockRequest,
     Owner,
 )
@@ -246,17 +247,20 @@ class AbstractSharedTests(ContractBase):
             assert entry.count == 1
 
 
+def _listed(backend: BaseLockBackend, name: str) -> list[HolderInfo]:
+    """What ``backend.holders()`` lists of the lock ``name``: by its key, or by the name."""
+    key = backend.make_key(name)
+    return [h for h in backend.holders() if h.key == key or h.name == name]
+
+
 class AbstractListingTests(ContractBase):
     @requires(LISTING)
     def test_holders_lists_a_held_lock_and_forgets_it_after_release(
         self, backend: BaseLockBackend, other_backend: BaseLockBackend, lock_name: str
     ) -> None:
-        key = backend.make_key(lock_name)
         with backend.lock(lock_name, timeout=5):
-            listed = [h for h in other_backend.holders() if h.key == key or h.name == lock_name]
-            assert len(listed) == 1, other_backend.holders()
-            assert listed[0].key == key or listed[0].name == lock_name
-        assert not [h for h in other_backend.holders() if h.key == key or h.name == lock_name]
+            assert len(_listed(other_backend, lock_name)) == 1, other_backend.holders()
+        assert not _listed(other_backend, lock_name)
 
     @requires(LISTING)
     def test_holders_filters_by_prefix(
