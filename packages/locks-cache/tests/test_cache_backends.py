@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from conftest import MEMCACHED_URL, NAMESPACE, REDIS_URL
@@ -13,6 +13,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 import locks
 from locks import LockLost
+from locks.backends import BaseLockBackend
 from locks_cache import (
     DjangoCacheLockBackend,
     DjangoMemcachedCacheLockBackend,
@@ -39,6 +40,23 @@ def memcached_backend(memcached_url: str) -> Iterator[MemcachedLockBackend]:
 
 def unique() -> str:
     return f"t-{uuid.uuid4().hex[:12]}"
+
+
+def _check_release_after_takeover(
+    backend: BaseLockBackend, other: BaseLockBackend, ttl: float, expire: Callable[[str], object]
+) -> None:
+    """A hold of ``ttl`` seconds on ``backend`` ends (``expire(name)``) and ``other`` takes the
+    lock: the old holder's release raises LockLost and leaves the new holder's lock in place."""
+    name = unique()
+    old = backend.lock(name, ttl=ttl)
+    old.acquire(timeout=5)
+    expire(name)
+    new = other.lock(name, ttl=30)
+    assert new.acquire(timeout=0)
+    with pytest.raises(LockLost):
+        old.release()
+    assert backend.lock(name).locked()
+    new.release()
 
 
 class TestRedisOptions:
@@ -112,16 +130,8 @@ class TestRedisBehaviour:
     def test_release_of_a_lock_taken_over_after_expiry_leaves_the_new_holder(
         self, redis_backend: RedisLockBackend
     ) -> None:
-        name = unique()
-        old = redis_backend.lock(name, ttl=0.2)
-        old.acquire(timeout=5)
-        time.sleep(0.3)
-        new = RedisLockBackend(location=REDIS_URL, options={"NAMESPACE": NAMESPACE}).lock(name, ttl=30)
-        assert new.acquire(timeout=0)
-        with pytest.raises(LockLost):
-            old.release()
-        assert redis_backend.lock(name).locked()
-        new.release()
+        other = RedisLockBackend(location=REDIS_URL, options={"NAMESPACE": NAMESPACE})
+        _check_release_after_takeover(redis_backend, other, 0.2, lambda name: time.sleep(0.3))
 
     def test_fencing_tokens_keep_growing_after_the_counter_expires(self, redis_backend: RedisLockBackend) -> None:
         name = unique()
@@ -355,17 +365,9 @@ class TestMemcached:
             assert not other.lock(name).acquire(timeout=0)
 
     def test_release_after_expiry_never_deletes_the_new_holder(self, memcached_backend: MemcachedLockBackend) -> None:
-        name = unique()
-        old = memcached_backend.lock(name, ttl=0.1)
-        old.acquire(timeout=5)
-        memcached_backend.force_release(name)  # as if it had expired
         other = MemcachedLockBackend(location=memcached_backend.location, options={"NAMESPACE": NAMESPACE})
-        new = other.lock(name, ttl=30)
-        assert new.acquire(timeout=0)
-        with pytest.raises(LockLost):
-            old.release()
-        assert memcached_backend.lock(name).locked()
-        new.release()
+        # force_release: as if it had expired
+        _check_release_after_takeover(memcached_backend, other, 0.1, memcached_backend.force_release)
 
     def test_url_options(self, memcached_url: str) -> None:
         backend = locks.connect(memcached_url + "?ttl=7&namespace=m:")

@@ -26,50 +26,44 @@ class CountsRedisClients:
         return lambda: redis_clients_of_this_process(REDIS_URL)
 
 
-class TestDjangoRedisCacheContract(CountsRedisClients, ContractTests):
+class DjangoCacheContract(ContractTests):
+    """The contract through the lock backend ``lock_backend`` on the Django cache alias
+    ``cache_alias``; unreachable, on the alias ``<cache_alias>-down``."""
+
+    lock_backend: str
+    cache_alias: str
+
+    def spec(self) -> BackendSpec:
+        return BackendSpec(self.lock_backend, options={"CACHE": self.cache_alias, "NAMESPACE": NAMESPACE}, setup=SETUP)
+
     @pytest.fixture
     def backend_spec(self) -> BackendSpec:
-        return BackendSpec(
-            "locks_cache.DjangoRedisCacheLockBackend", options={"CACHE": "redis", "NAMESPACE": NAMESPACE}, setup=SETUP
-        )
+        return self.spec()
 
     @pytest.fixture
     def unreachable_backend_spec(self) -> BackendSpec:
-        return BackendSpec("locks_cache.DjangoRedisCacheLockBackend", options={"CACHE": "redis-down"}, setup=SETUP)
+        return BackendSpec(self.lock_backend, options={"CACHE": f"{self.cache_alias}-down"}, setup=SETUP)
 
 
-class TestDjangoRedisPackageCacheContract(CountsRedisClients, ContractTests):
+class TestDjangoRedisCacheContract(CountsRedisClients, DjangoCacheContract):
+    lock_backend = "locks_cache.DjangoRedisCacheLockBackend"
+    cache_alias = "redis"
+
+
+class TestDjangoRedisPackageCacheContract(CountsRedisClients, DjangoCacheContract):
     """django-redis's RedisCache: the same Redis backend, on django-redis's own client."""
 
-    @pytest.fixture
-    def backend_spec(self) -> BackendSpec:
-        return BackendSpec(
-            "locks_cache.DjangoRedisCacheLockBackend",
-            options={"CACHE": "django-redis", "NAMESPACE": NAMESPACE},
-            setup=SETUP,
-        )
-
-    @pytest.fixture
-    def unreachable_backend_spec(self) -> BackendSpec:
-        return BackendSpec(
-            "locks_cache.DjangoRedisCacheLockBackend", options={"CACHE": "django-redis-down"}, setup=SETUP
-        )
+    lock_backend = "locks_cache.DjangoRedisCacheLockBackend"
+    cache_alias = "django-redis"
 
 
-class TestDjangoMemcachedCacheContract(ContractTests):
+class TestDjangoMemcachedCacheContract(DjangoCacheContract):
+    lock_backend = "locks_cache.DjangoMemcachedCacheLockBackend"
+    cache_alias = "memcached"
+
     @pytest.fixture
     def backend_spec(self, memcached_url: str) -> BackendSpec:
-        return BackendSpec(
-            "locks_cache.DjangoMemcachedCacheLockBackend",
-            options={"CACHE": "memcached", "NAMESPACE": NAMESPACE},
-            setup=SETUP,
-        )
-
-    @pytest.fixture
-    def unreachable_backend_spec(self) -> BackendSpec:
-        return BackendSpec(
-            "locks_cache.DjangoMemcachedCacheLockBackend", options={"CACHE": "memcached-down"}, setup=SETUP
-        )
+        return self.spec()  # once the server runs
 
     @pytest.fixture
     def server_connection_count(self, memcached_url: str) -> Callable[[], int]:

@@ -13,6 +13,7 @@ import pytest
 from conftest import NAMESPACE, REDIS_URL, redis_clients_of_this_process
 
 from locks_cache import RedisLockBackend
+from locks_contract import alock_once
 
 
 @pytest.fixture
@@ -29,27 +30,19 @@ def _settled(expected: int, within: float = 3.0) -> int:
     return now
 
 
-def _use(backend: RedisLockBackend, name: str) -> None:
-    async def main() -> None:
-        async with backend.alock(name, timeout=5) as held:
-            assert held
-
-    asyncio.run(main())
-
-
 def test_a_backend_living_across_many_event_loops_keeps_one_loops_connections(backend: RedisLockBackend) -> None:
     name = f"loops-{uuid.uuid4().hex[:8]}"
-    _use(backend, name)
+    alock_once(backend, name)
     one_loop = redis_clients_of_this_process(REDIS_URL)
     for _ in range(20):
-        _use(backend, name)
+        alock_once(backend, name)
     # Each new loop closes the connections of the loops that have ended.
     assert redis_clients_of_this_process(REDIS_URL) == one_loop
 
 
 def test_close_closes_the_connections_of_an_ended_event_loop(backend: RedisLockBackend) -> None:
     before = redis_clients_of_this_process(REDIS_URL)
-    _use(backend, f"ended-{uuid.uuid4().hex[:8]}")
+    alock_once(backend, f"ended-{uuid.uuid4().hex[:8]}")
     assert redis_clients_of_this_process(REDIS_URL) > before
     backend.close()
     assert _settled(before) == before

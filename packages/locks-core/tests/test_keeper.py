@@ -61,6 +61,14 @@ def test_a_lease_the_keeper_cannot_renew_is_reported_lost(backend: CountingMemor
     assert sent and sent[0]["name"] == "doomed"
 
 
+def _wait_until_lost(handle: locks.Lock, within: float = 3.0) -> None:
+    """Waits until the keeper has marked ``handle``'s hold lost (failing after ``within`` s)."""
+    deadline = time.monotonic() + within
+    while not handle.lost:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+
 def test_a_failing_on_lost_callback_does_not_kill_the_keeper(backend: CountingMemoryBackend) -> None:
     def explode(handle: object) -> None:
         raise RuntimeError("callback bug")
@@ -68,10 +76,7 @@ def test_a_failing_on_lost_callback_does_not_kill_the_keeper(backend: CountingMe
     first = backend.lock("first", ttl=0.2, auto_renew=True, on_lost=explode)
     first.acquire()
     backend.fail_extend = True
-    deadline = time.monotonic() + 3
-    while not first.lost:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    _wait_until_lost(first)
     backend.fail_extend = False
     with backend.lock("second", ttl=0.3, auto_renew=True):
         time.sleep(0.8)
@@ -99,10 +104,7 @@ def test_nested_holds_report_lost_on_every_release(backend: CountingMemoryBacken
     inner = backend.lock("nested-lost")
     inner.acquire()
     backend.fail_extend = True
-    deadline = time.monotonic() + 3
-    while not outer.lost:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    _wait_until_lost(outer)
     with pytest.raises(locks.LockLost):
         inner.acquire()
     with pytest.raises(locks.LockLost):

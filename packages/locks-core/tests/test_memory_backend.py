@@ -15,6 +15,7 @@ from django.test import override_settings
 
 import locks
 from locks.backends.memory import MemoryLockBackend, table_name
+from locks_contract import take_and_give_back
 
 
 @pytest.fixture
@@ -129,40 +130,35 @@ class TestWaiting:
     ) -> None:
         holder = backend.lock("leased", ttl=0.3, auto_renew=False)
         assert holder.acquire(timeout=0)
-        results: list[bool] = []
-        thread = threading.Thread(target=lambda: results.append(_take_and_release(backend, "leased", 5)))
-        started = time.monotonic()
-        thread.start()
-        thread.join(10)
+        results, spent = _take_and_give_back_in_a_thread(backend, "leased", 5)
         assert results == [True]
-        assert 0.2 <= time.monotonic() - started < 3.0
+        assert 0.2 <= spent < 3.0
         with pytest.raises(locks.LockLost, match="lease ran out"):
             holder.release()
 
     def test_the_wait_gives_up_at_its_timeout(self, backend: MemoryLockBackend) -> None:
         with backend.lock("busy", timeout=0):
-            thread_result: list[bool] = []
-            thread = threading.Thread(target=lambda: thread_result.append(_take_and_release(backend, "busy", 0.3)))
-            started = time.monotonic()
-            thread.start()
-            thread.join(5)
-            assert thread_result == [False]
-            assert 0.3 <= time.monotonic() - started < 2.0
+            results, spent = _take_and_give_back_in_a_thread(backend, "busy", 0.3)
+            assert results == [False]
+            assert 0.3 <= spent < 2.0
         assert not backend._table.waiters, "a waiter that gave up is still counted"
 
 
-def _take_and_release(backend: MemoryLockBackend, name: str, timeout: float) -> bool:
-    handle = backend.lock(name)
-    if not handle.acquire(timeout=timeout):
-        return False
-    handle.release()
-    return True
+def _take_and_give_back_in_a_thread(backend: MemoryLockBackend, name: str, timeout: float) -> tuple[list[bool], float]:
+    """:func:`take_and_give_back` run in another thread: its result (none if the thread did not
+    end within ``timeout`` and 5 s), and the seconds from starting the thread to its end."""
+    results: list[bool] = []
+    thread = threading.Thread(target=lambda: results.append(take_and_give_back(backend, name, timeout)))
+    started = time.monotonic()
+    thread.start()
+    thread.join(timeout + 5)
+    return results, time.monotonic() - started
 
 
 class TestListingAndAdministration:
     def test_holders_show_owner_token_lease_and_waiters(self, backend: MemoryLockBackend) -> None:
         with backend.lock("listed", ttl=30, timeout=0) as handle:
-            waiter = threading.Thread(target=lambda: _take_and_release(backend, "listed", 0.5))
+            waiter = threading.Thread(target=lambda: take_and_give_back(backend, "listed", 0.5))
             waiter.start()
             time.sleep(0.1)
             (info,) = backend.holders(prefix="listed")

@@ -3,14 +3,16 @@ in transaction pooling mode in front of it, started on a free loopback port for 
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import django
 import pytest
 
 from locks_contract.servers import free_port, start_pgbouncer
-from locks_pg._testing import configure_django, database_settings, pg_url
+from locks_pg._testing import MakeBackend, configure_django, database_settings, pg_url
 
 BOUNCER_PORT = free_port()
 _target = urlsplit(pg_url())
@@ -21,6 +23,8 @@ if django.VERSION >= (5, 1):
     # Django's own connection pool (psycopg_pool), to show a held lock is never on its connections.
     extra["pooled"] = database_settings(pg_url(), OPTIONS={"pool": {"min_size": 1, "max_size": 2}})
 configure_django(extra)
+
+from locks_pg import AdvisoryLockBackend  # noqa: E402 - once Django is configured
 
 
 def sessions_of_this_process(url: str | None = None) -> int:
@@ -44,3 +48,34 @@ def pgbouncer() -> Iterator[str]:
     with start_pgbouncer(pg_url(), port=BOUNCER_PORT) as server:
         assert server.url == BOUNCER_URL
         yield server.url
+
+
+@pytest.fixture
+def make_backend() -> Iterator[MakeBackend]:
+    """Builds advisory lock backends on the test server (``make_backend("other", FENCING=True)``),
+    all closed when the test ends."""
+    built: list[AdvisoryLockBackend] = []
+
+    def make(alias: str = "default", **options: Any) -> AdvisoryLockBackend:
+        backend = AdvisoryLockBackend(alias=alias, location=pg_url(), options=options or None)
+        built.append(backend)
+        return backend
+
+    yield make
+    for backend in reversed(built):
+        backend.close()
+
+
+@pytest.fixture
+def backend(make_backend: MakeBackend) -> AdvisoryLockBackend:
+    return make_backend()
+
+
+@pytest.fixture
+def other(make_backend: MakeBackend) -> AdvisoryLockBackend:
+    return make_backend("other")
+
+
+@pytest.fixture
+def name() -> str:
+    return f"pg-{uuid.uuid4().hex[:12]}"

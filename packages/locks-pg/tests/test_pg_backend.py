@@ -30,19 +30,12 @@ from locks_pg import (
     key_from_pg_locks,
     pg_locks_ids,
 )
-from locks_pg._testing import pg_url
+from locks_pg._testing import MakeBackend, admin, pg_url, terminate
 from locks_pg.connection import PgConnection
 from locks_pg.session_scope import IDLE_LABEL_RESET
 
 URL = pg_url()
 pytestmark = pytest.mark.timeout(120)  # a lock wait gone wrong fails, never hangs the run
-
-
-def admin(sql: str, params: Any = None) -> list[tuple[Any, ...]]:
-    """A statement on a connection of its own (the test's view from outside)."""
-    with psycopg.connect(URL, autocommit=True) as conn:
-        cursor = conn.execute(sql, params)
-        return cursor.fetchall() if cursor.description else []
 
 
 def advisory_pids(key: int, granted: bool = True) -> list[int]:
@@ -55,27 +48,14 @@ def advisory_pids(key: int, granted: bool = True) -> list[int]:
     return [row[0] for row in rows]
 
 
-def terminate(pid: int) -> None:
-    """End a session and wait until it is gone (pg_terminate_backend's wait needs 14+)."""
-    admin("SELECT pg_terminate_backend(%s)", (pid,))
-    deadline = time.monotonic() + 10
-    while admin("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)):
-        assert time.monotonic() < deadline, f"session {pid} did not end"
-        time.sleep(0.02)
+@pytest.fixture
+def backend(make_backend: MakeBackend) -> AdvisoryLockBackend:
+    return make_backend(FENCING=True)
 
 
 @pytest.fixture
-def backend() -> Iterator[AdvisoryLockBackend]:
-    backend = AdvisoryLockBackend(location=URL, options={"FENCING": True})
-    yield backend
-    backend.close()
-
-
-@pytest.fixture
-def other() -> Iterator[AdvisoryLockBackend]:
-    backend = AdvisoryLockBackend(alias="other", location=URL, options={"FENCING": True})
-    yield backend
-    backend.close()
+def other(make_backend: MakeBackend) -> AdvisoryLockBackend:
+    return make_backend("other", FENCING=True)
 
 
 @pytest.fixture
@@ -83,11 +63,6 @@ def xact() -> Iterator[TransactionAdvisoryLockBackend]:
     backend = TransactionAdvisoryLockBackend(alias="xact", options={"database": "default", "FENCING": True})
     yield backend
     backend.close()
-
-
-@pytest.fixture
-def name() -> str:
-    return f"pg-{uuid.uuid4().hex[:12]}"
 
 
 class TestKeys:

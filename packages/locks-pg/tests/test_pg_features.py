@@ -253,25 +253,6 @@ class TestPrioritize:
             prioritize(action="kill")
 
 
-@pytest.fixture
-def backend() -> Iterator[AdvisoryLockBackend]:
-    backend = AdvisoryLockBackend(location=URL)
-    yield backend
-    backend.close()
-
-
-@pytest.fixture
-def other() -> Iterator[AdvisoryLockBackend]:
-    backend = AdvisoryLockBackend(alias="other", location=URL)
-    yield backend
-    backend.close()
-
-
-@pytest.fixture
-def name() -> str:
-    return f"view-{uuid.uuid4().hex[:12]}"
-
-
 class TestViews:
     def test_advisory_locks_show_name_holder_and_waiters(
         self, backend: AdvisoryLockBackend, other: AdvisoryLockBackend, name: str

@@ -16,7 +16,6 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,17 +25,11 @@ import pytest
 import locks
 from locks import LockError, LockLost
 from locks_pg import AdvisoryLockBackend
-from locks_pg._testing import pg_url
+from locks_pg._testing import MakeBackend, admin, pg_url, terminate
 from locks_pg.session_scope import IDLE_LABEL_RESET
 
 URL = pg_url()
 pytestmark = pytest.mark.timeout(180)
-
-
-def admin(sql: str, params: Any = None) -> list[tuple[Any, ...]]:
-    with psycopg.connect(URL, autocommit=True) as conn:
-        cursor = conn.execute(sql, params)
-        return cursor.fetchall() if cursor.description else []
 
 
 def sessions(app: str) -> int:
@@ -78,14 +71,6 @@ def held_by(key: int) -> list[int]:
     return [row[0] for row in rows]
 
 
-def terminate(pid: int) -> None:
-    admin("SELECT pg_terminate_backend(%s)", (pid,))
-    deadline = time.monotonic() + 10
-    while admin("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)):
-        assert time.monotonic() < deadline, f"session {pid} did not end"
-        time.sleep(0.02)
-
-
 class Peak:
     """The most sessions seen while a block runs (sampled from another thread)."""
 
@@ -123,17 +108,8 @@ def app() -> str:
 
 
 @pytest.fixture
-def backend(app: str) -> Iterator[AdvisoryLockBackend]:
-    backend = AdvisoryLockBackend(location=URL, options={"APPLICATION_NAME": app, "FENCING": True})
-    yield backend
-    backend.close()
-
-
-@pytest.fixture
-def other() -> Iterator[AdvisoryLockBackend]:
-    backend = AdvisoryLockBackend(alias="other", location=URL)
-    yield backend
-    backend.close()
+def backend(make_backend: MakeBackend, app: str) -> AdvisoryLockBackend:
+    return make_backend(APPLICATION_NAME=app, FENCING=True)
 
 
 def hold_in_thread(

@@ -27,6 +27,7 @@ from locks_contract.suite.concurrency import (
     AbstractExclusionTests,
     AbstractReentrancyTests,
     AbstractTimeoutTests,
+    take_and_give_back,
 )
 from locks_contract.suite.deadlines import AbstractDeadlineTests
 from locks_contract.suite.environment import AbstractDjangoConnectionTests, AbstractUnavailableTests
@@ -38,7 +39,7 @@ from locks_contract.suite.leases import (
     AbstractSharedTests,
     AbstractWatchdogTests,
 )
-from locks_contract.suite.lifecycle import AbstractLifecycleTests
+from locks_contract.suite.lifecycle import AbstractLifecycleTests, alock_once
 from locks_contract.suite.names import AbstractNameTests
 from locks_contract.suite.parity import AbstractParityTests
 from locks_contract.suite.trust import AbstractHoldTrustTests
@@ -99,9 +100,11 @@ __all__ = [
     "ContractTests",
     "Interval",
     "across_processes",
+    "alock_once",
     "assert_exclusive",
     "overlaps",
     "requires",
     "server_unreachable",
     "servers_required",
+    "take_and_give_back",
 ]

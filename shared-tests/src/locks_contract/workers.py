@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import signal
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from locks.backends.base import FENCING
@@ -82,3 +86,21 @@ def hold_until_told(spec: BackendSpec, name: str, timeout: float, got: Any, done
             handle.release()
     finally:
         backend.close()
+
+
+@contextmanager
+def killed_at_exit(target: Callable[..., None], *args: Any) -> Iterator[None]:
+    """Runs ``target(*args, ready)`` in a spawned process and, once it has set ``ready`` (within a
+    minute: it holds its lock), the block; then kills the process with SIGKILL, whatever the
+    block did."""
+    spawn = multiprocessing.get_context("spawn")
+    ready = spawn.Event()
+    process = spawn.Process(target=target, args=(*args, ready), daemon=True)
+    process.start()
+    try:
+        assert ready.wait(60), "the holder process never took the lock"
+        yield
+    finally:
+        assert process.pid is not None
+        os.kill(process.pid, signal.SIGKILL)
+        process.join(10)

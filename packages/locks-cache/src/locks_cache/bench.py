@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from locks.backends import BaseLockBackend
 from locks.backends.spec import BackendSpec, BenchSubject
+from locks.bench.subjects import EnteredLocks, KeptLocks, configure_django
 
 if TYPE_CHECKING:
     from locks_cache.redis_lock import RedisLockBackend
@@ -116,14 +117,25 @@ def _memcached_subjects(server: str) -> list[BenchSubject]:
     return peers
 
 
-class RawRedis:
-    """The floor: one ``SET NX PX`` to acquire (polling every millisecond when busy) and one
-    ``EVALSHA`` compare-and-delete to release. No fencing, no wake-up, no bookkeeping."""
+class _OnRedis:
+    """A peer holding one redis-py client on ``url``."""
 
     def __init__(self, url: str) -> None:
         import redis
 
+        super().__init__()
         self.client = redis.Redis.from_url(url)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class RawRedis(_OnRedis):
+    """The floor: one ``SET NX PX`` to acquire (polling every millisecond when busy) and one
+    ``EVALSHA`` compare-and-delete to release. No fencing, no wake-up, no bookkeeping."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
         self.release_script = self.client.register_script(_COMPARE_AND_DELETE)
         self.tokens: dict[str, bytes] = {}
 
@@ -136,9 +148,6 @@ class RawRedis:
 
     def release(self, name: str) -> None:
         self.release_script(["bench-raw:" + name], [self.tokens.pop(name)])
-
-    def close(self) -> None:
-        self.client.close()
 
 
 class RawRedisConnection(RawRedis):
@@ -170,102 +179,42 @@ class RawRedisConnection(RawRedis):
         super().close()
 
 
-class RedisPyLock:
+class RedisPyLock(_OnRedis, KeptLocks):
     """redis-py's ``Redis.lock()`` (polls every 100 ms while busy, by default)."""
 
-    def __init__(self, url: str) -> None:
-        import redis
-
-        self.client = redis.Redis.from_url(url)
-        self.locks: dict[str, Any] = {}
-
-    def acquire(self, name: str) -> None:
-        lock = self.locks.get(name)
-        if lock is None:
-            lock = self.locks[name] = self.client.lock("bench-redispy:" + name, timeout=_LEASE)
-        lock.acquire()
-
-    def release(self, name: str) -> None:
-        self.locks[name].release()
-
-    def close(self) -> None:
-        self.client.close()
+    def new(self, name: str) -> Any:
+        return self.client.lock("bench-redispy:" + name, timeout=_LEASE)
 
 
-class PythonRedisLock:
-    """python-redis-lock (waiters block on a signal list)."""
+class PythonRedisLock(_OnRedis, EnteredLocks):
+    """python-redis-lock (waiters block on a signal list); a fresh lock object per acquisition."""
 
-    def __init__(self, url: str) -> None:
-        import redis
-
-        self.client = redis.Redis.from_url(url)
-        self.locks: dict[str, Any] = {}
-
-    def acquire(self, name: str) -> None:
+    def new(self, name: str) -> Any:
         import redis_lock
 
-        lock = redis_lock.Lock(self.client, "bench-prl:" + name, expire=_LEASE)
-        lock.acquire()
-        self.locks[name] = lock
-
-    def release(self, name: str) -> None:
-        self.locks.pop(name).release()
-
-    def close(self) -> None:
-        self.client.close()
+        return redis_lock.Lock(self.client, "bench-prl:" + name, expire=_LEASE)
 
 
-class PotteryRedlock:
+class PotteryRedlock(_OnRedis, KeptLocks):
     """pottery's ``Redlock`` with one master."""
 
-    def __init__(self, url: str) -> None:
-        import redis
-
-        self.client = redis.Redis.from_url(url)
-        self.locks: dict[str, Any] = {}
-
-    def acquire(self, name: str) -> None:
+    def new(self, name: str) -> Any:
         from pottery import Redlock
 
-        lock = self.locks.get(name)
-        if lock is None:
-            lock = self.locks[name] = Redlock(
-                key="bench-pottery:" + name, masters={self.client}, auto_release_time=_LEASE
-            )
-        lock.acquire()
-
-    def release(self, name: str) -> None:
-        self.locks[name].release()
-
-    def close(self) -> None:
-        self.client.close()
+        return Redlock(key="bench-pottery:" + name, masters={self.client}, auto_release_time=_LEASE)
 
 
-class DjangoCacheLock:
+class DjangoCacheLock(KeptLocks):
     """django-cache-lock's ``lock()`` on a Django cache (polls every 100 ms while busy)."""
 
     def __init__(self, backend: str, location: str) -> None:
-        import django
-        from django.conf import settings
+        super().__init__()
+        configure_django(CACHES={"default": {"BACKEND": backend, "LOCATION": location}})
 
-        if not settings.configured:
-            settings.configure(CACHES={"default": {"BACKEND": backend, "LOCATION": location}})
-            django.setup()
-        self.locks: dict[str, Any] = {}
-
-    def acquire(self, name: str) -> None:
+    def new(self, name: str) -> Any:
         from django_lock import lock
 
-        handle = self.locks.get(name)
-        if handle is None:
-            handle = self.locks[name] = lock("bench-dcl:" + name, timeout=_LEASE)
-        handle.acquire()
-
-    def release(self, name: str) -> None:
-        self.locks[name].release()
-
-    def close(self) -> None:
-        pass
+        return lock("bench-dcl:" + name, timeout=_LEASE)
 
 
 class RawMemcached:

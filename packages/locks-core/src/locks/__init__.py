@@ -12,15 +12,17 @@ with locks.lock("invoices:close-month", timeout=30):
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from locks.aio import AsyncLock
 from locks.backends.base import BaseLockBackend
 from locks.config import DEFAULT_ALIAS, connect, get_backend, lock_backends
 from locks.exceptions import BackendUnavailable, LockError, LockLost, LockNotHeld, LockTimeout, NotSupported
-from locks.handle import Lock
+from locks.handle import Lock, LockOptions
 from locks.model_locks import lock_model
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __version__ = "0.1.0"
 
@@ -44,76 +46,41 @@ __all__ = [
 ]
 
 
-def lock(
-    name: str | int | Callable[..., Any] | None = None,
-    *,
-    using: str | None = None,
-    backend: BaseLockBackend | None = None,
-    timeout: float | timedelta | None = None,
-    on_busy: str = "raise",
-    ttl: float | timedelta | None = None,
-    auto_renew: bool | None = None,
-    on_lost: Callable[[Lock], Any] | None = None,
-    shared: bool = False,
-) -> Lock:
+def lock(name: str | int | Callable[..., Any] | None = None, **options: Unpack[LockOptions]) -> Lock:
     """A named lock: a context manager, a decorator, or a ``threading.Lock``-style object.
 
     Args:
         name: the lock's name. As a decorator it may be a format template over the decorated
             function's arguments (``"sync-user-{user_id}"``) or a callable of them; omitted, it is
             the function's ``module.qualname``.
-        using: the ``LOCKS`` alias (default ``"default"``).
-        backend: a backend object instead of an alias (from :func:`locks.connect`).
-        timeout: ``None`` waits forever, ``0`` tries once, otherwise seconds (float or timedelta).
-        on_busy: what ``with`` and a decorated call do when the timeout runs out: ``"raise"``
+        **options: keyword arguments, all optional (:class:`~locks.handle.LockOptions`).
+
+    Keyword Args:
+        using (str | None): the ``LOCKS`` alias (default ``"default"``).
+        backend (BaseLockBackend | None): a backend object instead of an alias (from :func:`locks.connect`).
+        timeout (float | timedelta | None): ``None`` waits forever, ``0`` tries once, otherwise
+            seconds (float or timedelta).
+        on_busy (str): what ``with`` and a decorated call do when the timeout runs out: ``"raise"``
             :class:`LockTimeout`, or ``"skip"`` (the handle is falsy; the function returns None).
-        ttl: lease length in seconds, for backends whose locks expire (``ttl`` capability).
-            Without it such a lock gets the backend's default lease (10 s), renewed in the
-            background while held: a live holder keeps it, a crashed one frees it within 10 s.
-        auto_renew: renew the lease in the background until released. Default: ``True`` for
-            the default lease, ``False`` for an explicit ``ttl`` (which then bounds the hold).
-        on_lost: called with the handle, from the keeper thread, if the lock is lost while held.
-            It turns the watchdog on for this lock's holds (``watchdog`` capability); a backend
-            that can never tell raises :class:`NotSupported`.
-        shared: a shared (read) lock (``shared`` capability).
+        ttl (float | timedelta | None): lease length in seconds, for backends whose locks expire
+            (``ttl`` capability). Without it such a lock gets the backend's default lease (10 s),
+            renewed in the background while held: a live holder keeps it, a crashed one frees it
+            within 10 s.
+        auto_renew (bool | None): renew the lease in the background until released. Default:
+            ``True`` for the default lease, ``False`` for an explicit ``ttl`` (which then bounds
+            the hold).
+        on_lost (Callable[[Lock], Any] | None): called with the handle, from the keeper
+            thread, if the lock is lost while held. It turns the watchdog on for this lock's
+            holds (``watchdog`` capability); a backend that can never tell raises
+            :class:`NotSupported`.
+        shared (bool): a shared (read) lock (``shared`` capability).
 
     Raises:
         TypeError, ValueError: bad arguments, before any server is touched.
     """
-    return Lock(
-        name,
-        using=using,
-        backend=backend,
-        timeout=timeout,
-        on_busy=on_busy,
-        ttl=ttl,
-        auto_renew=auto_renew,
-        on_lost=on_lost,
-        shared=shared,
-    )
+    return Lock(name, **options)
 
 
-def alock(
-    name: str | int | Callable[..., Any] | None = None,
-    *,
-    using: str | None = None,
-    backend: BaseLockBackend | None = None,
-    timeout: float | timedelta | None = None,
-    on_busy: str = "raise",
-    ttl: float | timedelta | None = None,
-    auto_renew: bool | None = None,
-    on_lost: Callable[[Lock], Any] | None = None,
-    shared: bool = False,
-) -> AsyncLock:
+def alock(name: str | int | Callable[..., Any] | None = None, **options: Unpack[LockOptions]) -> AsyncLock:
     """The asyncio twin of :func:`lock`: ``async with locks.alock("x"):`` never blocks the loop."""
-    return AsyncLock(
-        name,
-        using=using,
-        backend=backend,
-        timeout=timeout,
-        on_busy=on_busy,
-        ttl=ttl,
-        auto_renew=auto_renew,
-        on_lost=on_lost,
-        shared=shared,
-    )
+    return AsyncLock(name, **options)

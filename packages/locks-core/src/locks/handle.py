@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from datetime import timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 from locks import events, options
 from locks import keeper as keeper_module
@@ -61,6 +61,19 @@ def _owner(holder: object) -> Owner:
 
 
 _UNSET: Any = object()
+
+
+class LockOptions(TypedDict, total=False):
+    """The keyword arguments of :func:`locks.lock` and :func:`locks.alock` (see there)."""
+
+    using: str | None
+    backend: BaseLockBackend | None
+    timeout: float | timedelta | None
+    on_busy: str
+    ttl: float | timedelta | None
+    auto_renew: bool | None
+    on_lost: Callable[[Lock], Any] | None
+    shared: bool
 
 
 class LockBase:

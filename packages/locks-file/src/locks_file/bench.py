@@ -9,6 +9,7 @@ import os
 from typing import Any
 
 from locks.backends import BaseLockBackend, BenchSubject
+from locks.bench.subjects import KeptLocks
 
 
 def peers(backend: BaseLockBackend) -> list[BenchSubject]:
@@ -51,52 +52,33 @@ class RawFlock:
             os.close(fd)
 
 
-class FileLockPeer:
+class _InDirectory(KeptLocks):
+    """A peer keeping one lock object per name, on files in ``directory``."""
+
+    def __init__(self, directory: str) -> None:
+        super().__init__()
+        os.makedirs(directory, exist_ok=True)
+        self.directory = directory
+
+
+class FileLockPeer(_InDirectory):
     """The ``filelock`` package (py-filelock), one lock object per name."""
 
-    def __init__(self, directory: str) -> None:
-        os.makedirs(directory, exist_ok=True)
-        self.directory = directory
-        self.locks: dict[str, Any] = {}
-
-    def acquire(self, name: str) -> None:
+    def new(self, name: str) -> Any:
         import filelock
 
-        lock = self.locks.get(name)
-        if lock is None:
-            lock = self.locks[name] = filelock.FileLock(os.path.join(self.directory, name + ".filelock"))
-        lock.acquire()
-
-    def release(self, name: str) -> None:
-        self.locks[name].release()
-
-    def close(self) -> None:
-        pass
+        return filelock.FileLock(os.path.join(self.directory, name + ".filelock"))
 
 
-class PortalockerPeer:
+class PortalockerPeer(_InDirectory):
     """``portalocker.Lock``, one lock object per name (it polls while waiting)."""
 
-    def __init__(self, directory: str) -> None:
-        os.makedirs(directory, exist_ok=True)
-        self.directory = directory
-        self.locks: dict[str, Any] = {}
-
-    def acquire(self, name: str) -> None:
+    def new(self, name: str) -> Any:
         import portalocker
 
-        lock = self.locks.get(name)
-        if lock is None:
-            lock = self.locks[name] = portalocker.Lock(
-                os.path.join(self.directory, name + ".portalocker"),
-                timeout=3600,
-                check_interval=0.001,
-                fail_when_locked=False,
-            )
-        lock.acquire()
-
-    def release(self, name: str) -> None:
-        self.locks[name].release()
-
-    def close(self) -> None:
-        pass
+        return portalocker.Lock(
+            os.path.join(self.directory, name + ".portalocker"),
+            timeout=3600,
+            check_interval=0.001,
+            fail_when_locked=False,
+        )

@@ -59,11 +59,3 @@ def milliseconds(seconds: float | timedelta | None, what: str, *, zero_ok: bool)
             raise ValueError(f"{what} of 0 would mean no limit to PostgreSQL: pass None for that")
         return 0
     return max(1, math.ceil(seconds * 1000))
-
-
-def sqlstate(exc: BaseException) -> str | None:
-    for candidate in (exc, exc.__cause__):
-        state = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
-        if state:
-            return str(state)
-    return None

@@ -4,7 +4,11 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+import time
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from locks_pg.backend import AdvisoryLockBackend
 
 from locks.databases import database_from_url
 
@@ -17,6 +21,31 @@ def pg_url() -> str:
 
 def database_settings(url: str | None = None, **extra: Any) -> dict[str, Any]:
     return database_from_url(url or pg_url(), default_name="postgres", **extra)
+
+
+class MakeBackend(Protocol):
+    """The ``make_backend`` fixture of locks-pg's tests: an advisory lock backend on the test
+    server, with these OPTIONS (closed when the test ends)."""
+
+    def __call__(self, alias: str = "default", **options: Any) -> AdvisoryLockBackend: ...
+
+
+def admin(sql: str, params: Any = None) -> list[tuple[Any, ...]]:
+    """A statement on a connection of its own to the test server (the test's view from outside)."""
+    import psycopg
+
+    with psycopg.connect(pg_url(), autocommit=True) as conn:
+        cursor = conn.execute(sql, params)
+        return cursor.fetchall() if cursor.description else []
+
+
+def terminate(pid: int) -> None:
+    """End a session and wait until it is gone (pg_terminate_backend's wait needs 14+)."""
+    admin("SELECT pg_terminate_backend(%s)", (pid,))
+    deadline = time.monotonic() + 10
+    while admin("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)):
+        assert time.monotonic() < deadline, f"session {pid} did not end"
+        time.sleep(0.02)
 
 
 def configure_django(extra_databases: dict[str, Any] | None = None) -> None:

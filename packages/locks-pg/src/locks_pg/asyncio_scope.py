@@ -44,7 +44,7 @@ from locks.backends import Hold, LockRequest
 from locks.exceptions import BackendUnavailable, LockError, LockLost
 from locks_pg.admin import IS_LOCKED_SQL
 from locks_pg.connection import AsyncPgConnection, ConnectionFactory, _first_line
-from locks_pg.session_scope import milliseconds
+from locks_pg.session_scope import ended_if_unsure, milliseconds, unlock_statement
 
 if TYPE_CHECKING:
     from locks.keys import LockName
@@ -379,20 +379,10 @@ class AsyncScope:
         most once, by this task) in case the statement took it or left it; a session that
         cannot say is ended (its holds are then reported lost)."""
         conn.label = None  # unknown now: set again by the next statement
-        try:
-            if conn.broken or conn.raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                raise psycopg.OperationalError("the session is in an unknown state")
-            label = self.session_label(conn, None)
-            params: list[Any] = [Int8(key)]
-            if label is not None:
-                params.append(label)
-            await conn.execute(self._release_sql(shared, label is not None), params)
+        with ended_if_unsure(lambda: state.drop(conn, "interrupted")):
+            sql, params, label = unlock_statement(self, conn, key, shared)
+            await conn.execute(sql, params)
             conn.label = label
-        except Exception:  # noqa: BLE001 - not sure what the session holds: end it
-            state.drop(conn, "interrupted")
-        except BaseException:
-            state.drop(conn, "interrupted")
-            raise
 
     async def _session_arelease(self, hold: Hold) -> None:
         conn = hold.data

@@ -13,6 +13,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from locks.backends import BaseLockBackend, BenchSubject
+from locks.bench.subjects import EnteredLocks, close_django_connections, configure_django
 from locks.keys import int64_of
 
 if TYPE_CHECKING:
@@ -76,31 +77,19 @@ class RawAdvisoryLock:
         self.conn.close()
 
 
-class DjangoPglockPeer:
+class DjangoPglockPeer(EnteredLocks):
     """``pglock.advisory(name)`` entered and exited, on Django's connection to ``url``."""
 
     def __init__(self, url: str) -> None:
-        import django
-        from django.conf import settings
-
         from locks_pg._testing import database_settings
 
-        if not settings.configured:
-            settings.configure(DATABASES={"default": database_settings(url)}, USE_TZ=True)
-            django.setup()
-        self.held: dict[str, Any] = {}
+        super().__init__()
+        configure_django(DATABASES={"default": database_settings(url)}, USE_TZ=True)
 
-    def acquire(self, name: str) -> None:
+    def new(self, name: str) -> Any:
         import pglock
 
-        lock = pglock.advisory(name)
-        lock.__enter__()
-        self.held[name] = lock
-
-    def release(self, name: str) -> None:
-        self.held.pop(name).__exit__(None, None, None)
+        return pglock.advisory(name)
 
     def close(self) -> None:
-        from django.db import connections
-
-        connections.close_all()
+        close_django_connections()

@@ -82,9 +82,33 @@ class Held:
 class _Holding:
     """What both kinds of connection know about the locks on their session."""
 
-    __slots__ = ()
+    __slots__ = ("behind_pooler", "cursor", "dead", "holds", "label", "pid", "raw", "server_version")
+    raw: Any
+    cursor: Any
+    pid: int
     holds: dict[int, Held]
     dead: str | None
+    behind_pooler: bool
+    server_version: int
+    label: str | None
+
+    def __init__(self, raw: Any, pid: int) -> None:
+        self.raw = raw
+        self.cursor = raw.cursor()
+        self.pid = pid
+        self.holds = {}
+        self.dead = None
+        # pgbouncer & co. answer the startup with a pid of their own
+        self.behind_pooler = pid != raw.info.backend_pid
+        if self.behind_pooler:
+            raw.prepare_threshold = None  # a transaction pooler may not keep prepared statements
+        self.server_version = raw.info.server_version
+        self.label = None  # the application_name set on the session
+
+    @property
+    def broken(self) -> bool:
+        # closed, cleanly or not (psycopg's ``closed``, read without its property: a hot path)
+        return bool(self.raw.pgconn.status == _BAD)
 
     def can_take(self, key: int, shared: bool, stack: bool) -> bool:
         """Whether ``key`` may be requested on this session: not held on it at all, or (with
@@ -117,36 +141,16 @@ class PgConnection(_Holding):
     never waits for it: see ``check``). ``holds`` are the keys it holds; ``dead`` says why the
     session ended, once it did (every hold on it is then lost)."""
 
-    __slots__ = (
-        "behind_pooler",
-        "checked",
-        "cursor",
-        "dead",
-        "holds",
-        "home",
-        "idle_since",
-        "label",
-        "mutex",
-        "pid",
-        "raw",
-        "server_version",
-    )
+    __slots__ = ("checked", "home", "idle_since", "mutex")
+
+    raw: psycopg.Connection[Any]
+    cursor: psycopg.Cursor[Any]
 
     def __init__(self, raw: psycopg.Connection[Any], pid: int) -> None:
-        self.raw = raw
-        self.cursor = raw.cursor()
-        self.pid = pid
-        self.holds = {}
-        self.dead = None
+        super().__init__(raw, pid)
         self.mutex = threading.Lock()
         self.home: list[PgConnection] | None = None  # the sessions list of the thread using it
         self.checked = 0.0  # when a statement last succeeded on it (time.monotonic())
-        # pgbouncer & co. answer the startup with a pid of their own
-        self.behind_pooler = pid != raw.info.backend_pid
-        if self.behind_pooler:
-            raw.prepare_threshold = None  # a transaction pooler may not keep prepared statements
-        self.server_version = raw.info.server_version
-        self.label: str | None = None  # the application_name set on the session
         self.idle_since = 0.0  # when it last went back to the idle list (time.monotonic())
 
     def execute(self, sql: Any, params: Any = None) -> Any:
@@ -156,11 +160,6 @@ class PgConnection(_Holding):
 
     def command(self, sql: Any) -> None:
         self.cursor.execute(sql)
-
-    @property
-    def broken(self) -> bool:
-        # closed, cleanly or not (psycopg's ``closed``, read without its property: a hot path)
-        return bool(self.raw.pgconn.status == _BAD)
 
     def close(self) -> None:
         try:
@@ -174,21 +173,15 @@ class AsyncPgConnection(_Holding):
     share it: ``alock`` keeps their statements apart (only short statements run on a session
     that holds locks; waits run on sessions of their own)."""
 
-    __slots__ = ("alock", "behind_pooler", "cursor", "dead", "holds", "label", "loop", "pid", "raw", "server_version")
+    __slots__ = ("alock", "loop")
+
+    raw: psycopg.AsyncConnection[Any]
+    cursor: psycopg.AsyncCursor[Any]
 
     def __init__(self, raw: psycopg.AsyncConnection[Any], pid: int) -> None:
-        self.raw = raw
-        self.cursor = raw.cursor()
-        self.pid = pid
-        self.holds = {}
-        self.dead = None
+        super().__init__(raw, pid)
         self.alock = asyncio.Lock()
         self.loop = asyncio.get_running_loop()
-        self.server_version = raw.info.server_version
-        self.label: str | None = None
-        self.behind_pooler = pid != raw.info.backend_pid
-        if self.behind_pooler:
-            raw.prepare_threshold = None
 
     async def execute(self, sql: Any, params: Any = None) -> Any:
         cursor = self.cursor
@@ -197,11 +190,6 @@ class AsyncPgConnection(_Holding):
 
     async def command(self, sql: Any) -> None:
         await self.cursor.execute(sql)
-
-    @property
-    def broken(self) -> bool:
-        # closed, cleanly or not (psycopg's ``closed``, read without its property: a hot path)
-        return bool(self.raw.pgconn.status == _BAD)
 
     def finish(self) -> None:
         """Close the session at once, from any thread or loop (ends its locks with it)."""

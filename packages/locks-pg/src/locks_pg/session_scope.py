@@ -20,10 +20,12 @@ its last hold is released (so sessions scale with the threads that hold or wait)
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -76,6 +78,40 @@ def _int8(key: int) -> Int8:
             _int8_cache.clear()
         value = _int8_cache[key] = Int8(key)
     return value
+
+
+class _Unlocking(Protocol):
+    def _release_sql(self, shared: bool, label: bool) -> str: ...
+    def session_label(self, conn: Any, adding: LockName | None) -> str | None: ...
+
+
+def unlock_statement(backend: _Unlocking, conn: Any, key: int, shared: bool) -> tuple[str, list[Any], str | None]:
+    """The statement that unlocks ``key`` on ``conn`` (after an attempt whose outcome is unknown),
+    as ``(sql, params, label)``: ``label`` is what the statement names the session.
+
+    Raises:
+        psycopg.OperationalError: the session is closed or not idle (it cannot say).
+    """
+    if conn.broken or conn.raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        raise psycopg.OperationalError("the session is busy or in an unknown state")
+    label = backend.session_label(conn, None)
+    params: list[Any] = [Int8(key)]
+    if label is not None:
+        params.append(label)
+    return backend._release_sql(shared, label is not None), params, label
+
+
+@contextlib.contextmanager
+def ended_if_unsure(end: Callable[[], object]) -> Iterator[None]:
+    """Runs the block; if it fails, ``end()``: what the session holds is not known any more. An
+    ``Exception`` stops there; anything else (cancellation, ``KeyboardInterrupt``) goes on."""
+    try:
+        yield
+    except Exception:  # noqa: BLE001 - not sure what the session holds: end it
+        end()
+    except BaseException:
+        end()
+        raise
 
 
 def milliseconds(timeout: float) -> str:
@@ -295,21 +331,10 @@ class SessionScope:
         before: the unlock says false if the attempt took nothing); a session that cannot say
         is ended."""
         conn.label = None  # unknown now: set again by the next statement
-        try:
-            if conn.raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                raise psycopg.OperationalError("the session is still busy")
-            label = self.session_label(conn, None)
-            sql = self._release_sql(request.shared, label is not None)
-            params: list[Any] = [Int8(cast(int, request.key))]
-            if label is not None:
-                params.append(label)
+        with ended_if_unsure(lambda: self._session_died(conn, "interrupted while taking another lock")):
+            sql, params, label = unlock_statement(self, conn, cast(int, request.key), request.shared)
             conn.execute(sql, params)
             conn.label = label
-        except Exception:  # noqa: BLE001 - not sure what the session holds: end it
-            self._session_died(conn, "interrupted while taking another lock")
-        except BaseException:
-            self._session_died(conn, "interrupted while taking another lock")
-            raise
 
     def release(self, hold: Hold) -> None:
         conn = hold.data

@@ -25,7 +25,8 @@ from typing import Any
 from django.db import DEFAULT_DB_ALIAS
 
 from locks.exceptions import LockTimeout
-from locks_pg._django import connection_of, milliseconds, require_transaction, sqlstate
+from locks_pg._django import connection_of, milliseconds, require_transaction
+from locks_pg.transaction_scope import sqlstate
 
 __all__ = [
     "ACCESS_EXCLUSIVE",

@@ -103,7 +103,7 @@ class TransactionScope:
                     [request.key, previous],
                 )
         except DatabaseError as exc:
-            state = _sqlstate(exc)
+            state = sqlstate(exc)
             if state == "55P03":
                 return None
             if state == "40P01":
@@ -160,7 +160,7 @@ class TransactionScope:
                 with transaction.atomic(using=self.database), connection.cursor() as cursor:
                     cursor.execute(f"CREATE SEQUENCE IF NOT EXISTS {self.sequence} AS bigint")
             except DatabaseError as exc:
-                if _sqlstate(exc) not in ("23505", "42P07"):  # created by someone else meanwhile
+                if sqlstate(exc) not in ("23505", "42P07"):  # created by someone else meanwhile
                     raise ImproperlyConfigured(
                         f"the fencing sequence {self.sequence} is missing and could not be created ({exc}): "
                         "run the locks_pg migration, or set OPTIONS['FENCING'] = False"
@@ -168,7 +168,7 @@ class TransactionScope:
         self._fence_ready = True
 
 
-def _sqlstate(exc: BaseException) -> str | None:
+def sqlstate(exc: BaseException) -> str | None:
     """The SQLSTATE of a (Django-wrapped) psycopg 2 or 3 error."""
     for candidate in (exc, exc.__cause__):
         state = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)

@@ -19,6 +19,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from locks.backends import BaseLockBackend, BenchSubject
+from locks.bench.subjects import EnteredLocks, close_django_connections, configure_django
 
 if TYPE_CHECKING:
     from locks_rowlock.backend import RowLockBackend
@@ -95,22 +96,18 @@ class RawRowLock:
             connection.close()
 
 
-class DatabaseLocksPeer:
+class DatabaseLocksPeer(EnteredLocks):
     """django-database-locks' ``lock()`` context manager with its defaults, on the same database
     (Django configured in the worker with ``database_locks`` installed)."""
 
     def __init__(self, db: dict[str, Any]) -> None:
-        import django
-        from django.conf import settings
-
-        if not settings.configured:
-            settings.configure(
-                INSTALLED_APPS=["database_locks"],
-                DATABASES={"default": dict(db)},
-                USE_TZ=True,
-                DEFAULT_AUTO_FIELD="django.db.models.AutoField",
-            )
-            django.setup()
+        super().__init__()
+        configure_django(
+            INSTALLED_APPS=["database_locks"],
+            DATABASES={"default": dict(db)},
+            USE_TZ=True,
+            DEFAULT_AUTO_FIELD="django.db.models.AutoField",
+        )
         from django.apps import apps
 
         if not apps.is_installed("database_locks"):
@@ -120,23 +117,15 @@ class DatabaseLocksPeer:
 
         self._lock = lock
         self._owner = f"bench-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self._held: dict[str, Any] = {}
 
-    def acquire(self, name: str) -> None:
+    def new(self, name: str) -> Any:
         # auto_renew off: its renewer outlives release (stop() does not join it), fails once
         # another process holds the lock, and then raises LockException into the main thread
         # through SIGUSR1, in the middle of whatever it runs. Everything else: its defaults.
-        context = self._lock(name, locked_by=self._owner, auto_renew=False)
-        context.__enter__()
-        self._held[name] = context
-
-    def release(self, name: str) -> None:
-        self._held.pop(name).__exit__(None, None, None)
+        return self._lock(name, locked_by=self._owner, auto_renew=False)
 
     def close(self) -> None:
-        from django.db import connections
-
-        connections.close_all()
+        close_django_connections()
 
 
 def _migrate_once() -> None:

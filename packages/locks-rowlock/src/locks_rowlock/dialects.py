@@ -37,6 +37,21 @@ COLUMNS = (
 HOLDER_COLUMNS = "lock_key, name, host, pid, thread, owner_uuid, version, acquired_at, expires_at"
 
 
+def _take_over_expired(t: str, x: str, greatest: str, now: str, also: str = "") -> str:
+    """The ``ON CONFLICT … DO UPDATE`` clause of an acquire on table ``t`` (PostgreSQL, SQLite):
+    the row is taken over by the new holder (``x``: the excluded row, as the dialect spells it)
+    only when it was released or its lease ran out by ``now``; its version grows past both.
+    ``also``: more assignments."""
+    return (
+        f"ON CONFLICT (digest) DO UPDATE SET lock_key = {x}.lock_key, name = {x}.name, "
+        f"host = {x}.host, pid = {x}.pid, thread = {x}.thread, owner_uuid = {x}.owner_uuid, "
+        f"version = {greatest}({t}.version + 1, {x}.version), acquired_at = {x}.acquired_at, "
+        f"expires_at = {x}.expires_at{also} "
+        f"WHERE {t}.expires_at IS NULL OR {t}.expires_at <= {now} "
+        f"RETURNING version"
+    )
+
+
 class Dialect:
     """SQL for one vendor. ``now``/``now_us``/``later`` are SQL expressions of the database clock."""
 
@@ -54,6 +69,8 @@ class Dialect:
 
     def __init__(self, table: str = TABLE) -> None:
         self.table = table
+        #: The start of every dialect's acquire statement.
+        self.insert = f"INSERT INTO {table} ({', '.join(COLUMNS)}) "
         t, now = table, self.now
         self.release_sql = (
             f"UPDATE {t} SET expires_at = NULL WHERE digest = %s AND version = %s AND expires_at IS NOT NULL"
@@ -122,15 +139,11 @@ class PostgreSQLDialect(Dialect):
         # a row lock and a commit queued behind the holder. When it looks free, the upsert
         # takes the row lock and checks again.
         self.acquire_sql = (
-            f"INSERT INTO {t} ({', '.join(COLUMNS)}) "
-            f"SELECT %s, %s, %s, %s, %s, %s, %s, {self.now_us}, clock_timestamp(), {self.later}, 0 "
+            self.insert + f"SELECT %s, %s, %s, %s, %s, %s, %s, {self.now_us}, clock_timestamp(), {self.later}, 0 "
             f"WHERE NOT EXISTS (SELECT 1 FROM {t} WHERE digest = %s AND expires_at > clock_timestamp()) "
-            f"ON CONFLICT (digest) DO UPDATE SET lock_key = EXCLUDED.lock_key, name = EXCLUDED.name, "
-            f"host = EXCLUDED.host, pid = EXCLUDED.pid, thread = EXCLUDED.thread, owner_uuid = EXCLUDED.owner_uuid, "
-            f"version = GREATEST({t}.version + 1, EXCLUDED.version), acquired_at = EXCLUDED.acquired_at, "
-            f"expires_at = EXCLUDED.expires_at, waiters = GREATEST({t}.waiters - %s, 0) "
-            f"WHERE {t}.expires_at IS NULL OR {t}.expires_at <= clock_timestamp() "
-            f"RETURNING version"
+            + _take_over_expired(
+                t, "EXCLUDED", "GREATEST", "clock_timestamp()", also=f", waiters = GREATEST({t}.waiters - %s, 0)"
+            )
         )
         # A release need not wait for the disk: lost in a server crash, the lease merely lasts
         # until it expires (safe), and the next acquisition's durable commit flushes it anyway
@@ -188,8 +201,8 @@ class MySQLDialect(Dialect):
             return f"{column} = IF({free}, {value}, {column})"
 
         self.acquire_sql = (
-            f"INSERT INTO {table} ({', '.join(COLUMNS)}) "
-            f"VALUES (%s, %s, %s, %s, %s, %s, %s, LAST_INSERT_ID({self.now_us}), {self.now}, {self.later}, 0) "
+            self.insert
+            + f"VALUES (%s, %s, %s, %s, %s, %s, %s, LAST_INSERT_ID({self.now_us}), {self.now}, {self.later}, 0) "
             "ON DUPLICATE KEY UPDATE "
             + ", ".join(
                 [take(c, f"VALUES({c})") for c in COLUMNS[1:7]]
@@ -228,14 +241,9 @@ class SQLiteDialect(Dialect):
         super().__init__(table)
         t = table
         self.acquire_sql = (
-            f"INSERT INTO {t} ({', '.join(COLUMNS)}) "
-            f"VALUES (%s, %s, %s, %s, %s, %s, %s, {self.now_us}, {self.now}, {self.later}, 0) "
-            f"ON CONFLICT (digest) DO UPDATE SET lock_key = excluded.lock_key, name = excluded.name, "
-            f"host = excluded.host, pid = excluded.pid, thread = excluded.thread, owner_uuid = excluded.owner_uuid, "
-            f"version = max({t}.version + 1, excluded.version), acquired_at = excluded.acquired_at, "
-            f"expires_at = excluded.expires_at "
-            f"WHERE {t}.expires_at IS NULL OR {t}.expires_at <= {self.now} "
-            f"RETURNING version"
+            self.insert
+            + f"VALUES (%s, %s, %s, %s, %s, %s, %s, {self.now_us}, {self.now}, {self.later}, 0) "
+            + _take_over_expired(t, "excluded", "max", self.now)
         )
 
     @staticmethod

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import multiprocessing
-import os
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -119,7 +117,8 @@ async def _atake_and_give_back(backend: BaseLockBackend, name: str, timeout: flo
     return True
 
 
-def _take_and_give_back(backend: BaseLockBackend, name: str, timeout: float) -> bool:
+def take_and_give_back(backend: BaseLockBackend, name: str, timeout: float) -> bool:
+    """Whether ``name`` could be acquired within ``timeout`` (then released at once)."""
     handle = backend.lock(name)
     if not handle.acquire(timeout=timeout):
         return False
@@ -215,7 +214,7 @@ class AbstractTimeoutTests(ContractBase):
         self, backend: BaseLockBackend, other_backend: BaseLockBackend, lock_name: str
     ) -> None:
         self._woken_after(
-            backend, other_backend, lock_name, lambda name: _take_and_give_back(backend, name, self.slow_poll * 3)
+            backend, other_backend, lock_name, lambda name: take_and_give_back(backend, name, self.slow_poll * 3)
         )
 
     @requires(NOTIFY)
@@ -302,16 +301,8 @@ class AbstractCrashTests(ContractBase):
     ) -> None:
         target = workers.hold_until_killed if api == "lock" else workers.hold_until_killed_async
         args = (backend_spec, lock_name, None) if api == "lock" else (backend_spec, lock_name)
-        ready = _spawn.Event()
-        process = _spawn.Process(target=target, args=(*args, ready), daemon=True)
-        process.start()
-        try:
-            assert ready.wait(60), "the holder process never took the lock"
+        with workers.killed_at_exit(target, *args):
             assert _held_elsewhere(backend, lock_name)
-        finally:
-            assert process.pid is not None
-            os.kill(process.pid, signal.SIGKILL)
-            process.join(10)
         killed = time.monotonic()
         handle = backend.lock(lock_name)
         assert handle.acquire(timeout=self.session_end_within), (
@@ -327,18 +318,8 @@ class AbstractCrashTests(ContractBase):
     ) -> None:
         lease = TTL in backend.capabilities and SESSION_BOUND not in backend.capabilities
         ttl = self.lease_ttl * 2 if lease else None
-        ready = _spawn.Event()
-        process = _spawn.Process(
-            target=workers.hold_until_killed, args=(backend_spec, lock_name, ttl, ready), daemon=True
-        )
-        process.start()
-        try:
-            assert ready.wait(60), "the holder process never took the lock"
+        with workers.killed_at_exit(workers.hold_until_killed, backend_spec, lock_name, ttl):
             assert _held_elsewhere(backend, lock_name)
-        finally:
-            assert process.pid is not None
-            os.kill(process.pid, signal.SIGKILL)
-            process.join(10)
         killed = time.monotonic()
         limit = (ttl + self.recovery_slack) if ttl is not None else 10.0
         handle = backend.lock(lock_name)

@@ -19,7 +19,7 @@ import gc
 import itertools
 import math
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import pytest
 
@@ -95,45 +95,41 @@ class AbstractDeadlineTests(ContractBase):
             f"at p{self.deadline_quantile * 100:g}; {report}"
         )
 
+    @pytest.mark.parametrize("api", ["sync", "asyncio"])
     def test_bounded_waits_end_on_time(
         self,
         backend: BaseLockBackend,
         other_backend: BaseLockBackend,
         lock_name: str,
         request: pytest.FixtureRequest,
+        api: str,
     ) -> None:
         timeouts = self._timeouts()
         with other_backend.lock(lock_name, timeout=5), heap_frozen():
-            assert backend.lock(lock_name).acquire(timeout=0) is False  # connected, warm
-            elapsed: list[float] = []
-            results: list[bool] = []
-            for timeout in timeouts:
-                handle = backend.lock(lock_name)
-                started = time.monotonic()
-                results.append(handle.acquire(timeout=timeout))
-                elapsed.append(time.monotonic() - started)
-        self._judge("sync", timeouts, elapsed, results, request.node.user_properties)
+            if api == "sync":
+                assert backend.lock(lock_name).acquire(timeout=0) is False  # connected, warm
+                waits = [_timed(backend.lock(lock_name).acquire, timeout) for timeout in timeouts]
+            else:
+                waits = asyncio.run(_async_waits(backend, lock_name, timeouts))
+        elapsed = [spent for spent, _ in waits]
+        results = [acquired for _, acquired in waits]
+        self._judge(api, timeouts, elapsed, results, request.node.user_properties)
 
-    def test_async_bounded_waits_end_on_time(
-        self,
-        backend: BaseLockBackend,
-        other_backend: BaseLockBackend,
-        lock_name: str,
-        request: pytest.FixtureRequest,
-    ) -> None:
-        timeouts = self._timeouts()
 
-        async def main() -> tuple[list[float], list[bool]]:
-            assert await backend.alock(lock_name).acquire(timeout=0) is False  # connected, warm
-            elapsed: list[float] = []
-            results: list[bool] = []
-            for timeout in timeouts:
-                handle = backend.alock(lock_name)
-                started = time.monotonic()
-                results.append(await handle.acquire(timeout=timeout))
-                elapsed.append(time.monotonic() - started)
-            return elapsed, results
+def _timed(acquire: Callable[..., bool], timeout: float) -> tuple[float, bool]:
+    """How long ``acquire(timeout=timeout)`` took, and what it returned."""
+    started = time.monotonic()
+    acquired = acquire(timeout=timeout)
+    return time.monotonic() - started, acquired
 
-        with other_backend.lock(lock_name, timeout=5), heap_frozen():
-            elapsed, results = asyncio.run(main())
-        self._judge("asyncio", timeouts, elapsed, results, request.node.user_properties)
+
+async def _async_waits(backend: BaseLockBackend, name: str, timeouts: list[float]) -> list[tuple[float, bool]]:
+    """:func:`_timed` for ``alock(name).acquire``, one fresh handle per wait, in one task."""
+    assert await backend.alock(name).acquire(timeout=0) is False  # connected, warm
+    waits = []
+    for timeout in timeouts:
+        handle = backend.alock(name)
+        started = time.monotonic()
+        acquired = await handle.acquire(timeout=timeout)
+        waits.append((time.monotonic() - started, acquired))
+    return waits

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from locks import LockError, LockLost, LockNotHeld, NotSupported
+from locks import AsyncLock, LockError, LockLost, LockNotHeld, NotSupported
 from locks.backends.base import (
     FENCING,
     FORCE_RELEASE,
@@ -19,6 +19,7 @@ from locks.backends.base import (
     TTL,
     WATCHDOG,
     BaseLockBackend,
+    HolderInfo,
     LockRequest,
     Owner,
 )
@@ -148,12 +149,18 @@ class AbstractWatchdogTests(ContractBase):
             backend.release_quietly(hold)
 
     @requires(WATCHDOG)
+    @pytest.mark.parametrize("api", ["lock", "alock"])
     def test_the_watchdog_calls_on_lost_once_the_server_lost_a_hold(
-        self, backend: BaseLockBackend, other_backend: BaseLockBackend, lock_name: str
+        self, backend: BaseLockBackend, other_backend: BaseLockBackend, lock_name: str, api: str
     ) -> None:
         setattr(backend, "watchdog_interval", self.watchdog_every)  # noqa: B010 - a ClassVar, per instance
         lost = threading.Event()
-        handle = backend.lock(lock_name, timeout=5, on_lost=lambda h: lost.set(), **self._unrenewed(backend))
+        options = {"timeout": 5, "on_lost": lambda h: lost.set(), **self._unrenewed(backend)}
+        if api == "alock":
+            ahandle = backend.alock(lock_name, **options)
+            asyncio.run(self._async_watchdog_calls_on_lost(ahandle, other_backend, lock_name, lost))
+            return
+        handle = backend.lock(lock_name, **options)
         assert handle.acquire()
         try:
             time.sleep(self.watchdog_every * 3)
@@ -168,33 +175,25 @@ class AbstractWatchdogTests(ContractBase):
                 with contextlib.suppress(LockError):
                     handle.release()
 
-    @requires(WATCHDOG)
-    def test_async_watchdog_calls_on_lost_once_the_server_lost_a_hold(
-        self, backend: BaseLockBackend, other_backend: BaseLockBackend, lock_name: str
+    async def _async_watchdog_calls_on_lost(
+        self, handle: AsyncLock, other_backend: BaseLockBackend, lock_name: str, lost: threading.Event
     ) -> None:
-        setattr(backend, "watchdog_interval", self.watchdog_every)  # noqa: B010 - a ClassVar, per instance
-        lost = threading.Event()
-
-        async def main() -> None:
-            handle = backend.alock(lock_name, timeout=5, on_lost=lambda h: lost.set(), **self._unrenewed(backend))
-            assert await handle.acquire()
-            try:
-                await asyncio.sleep(self.watchdog_every * 3)
-                assert not lost.is_set() and not handle.lost, "on_lost was called for a hold the server has"
-                loop = asyncio.get_running_loop()
-                await loop.run_in_executor(None, self.take_lock_away, other_backend, lock_name)
-                assert await loop.run_in_executor(None, lost.wait, self.lost_within), (
-                    f"on_lost was not called within {self.lost_within}s of the loss"
-                )
-                assert handle.lost
-                with pytest.raises(LockLost):
+        assert await handle.acquire()
+        try:
+            await asyncio.sleep(self.watchdog_every * 3)
+            assert not lost.is_set() and not handle.lost, "on_lost was called for a hold the server has"
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, self.take_lock_away, other_backend, lock_name)
+            assert await loop.run_in_executor(None, lost.wait, self.lost_within), (
+                f"on_lost was not called within {self.lost_within}s of the loss"
+            )
+            assert handle.lost
+            with pytest.raises(LockLost):
+                await handle.release()
+        finally:
+            if handle.owned or handle.lost:
+                with contextlib.suppress(LockError):
                     await handle.release()
-            finally:
-                if handle.owned or handle.lost:
-                    with contextlib.suppress(LockError):
-                        await handle.release()
-
-        asyncio.run(main())
 
 
 class AbstractFencingTests(ContractBase):
@@ -248,17 +247,20 @@ class AbstractSharedTests(ContractBase):
             assert entry.count == 1
 
 
+def _listed(backend: BaseLockBackend, name: str) -> list[HolderInfo]:
+    """What ``backend.holders()`` lists of the lock ``name``: by its key, or by the name."""
+    key = backend.make_key(name)
+    return [h for h in backend.holders() if h.key == key or h.name == name]
+
+
 class AbstractListingTests(ContractBase):
     @requires(LISTING)
     def test_holders_lists_a_held_lock_and_forgets_it_after_release(
         self, backend: BaseLockBackend, other_backend: BaseLockBackend, lock_name: str
     ) -> None:
-        key = backend.make_key(lock_name)
         with backend.lock(lock_name, timeout=5):
-            listed = [h for h in other_backend.holders() if h.key == key or h.name == lock_name]
-            assert len(listed) == 1, other_backend.holders()
-            assert listed[0].key == key or listed[0].name == lock_name
-        assert not [h for h in other_backend.holders() if h.key == key or h.name == lock_name]
+            assert len(_listed(other_backend, lock_name)) == 1, other_backend.holders()
+        assert not _listed(other_backend, lock_name)
 
     @requires(LISTING)
     def test_holders_filters_by_prefix(

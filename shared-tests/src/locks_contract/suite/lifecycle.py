@@ -52,25 +52,21 @@ class AbstractLifecycleTests(ContractBase):
             yield
 
     # -- cases ----------------------------------------------------------------------------------
-    def test_dropped_backends_close_their_connections_at_once(
-        self, backend_spec: BackendSpec, server_connection_count: Count, lock_name: str, without_cyclic_gc: None
+    @pytest.mark.parametrize("api", ["lock", "alock"])
+    @pytest.mark.parametrize("closing", [False, True], ids=["dropped_backends", "with_block"])
+    def test_backends_close_their_connections_at_once(
+        self,
+        backend_spec: BackendSpec,
+        server_connection_count: Count,
+        lock_name: str,
+        without_cyclic_gc: None,
+        api: str,
+        closing: bool,
     ) -> None:
-        self._cycles(backend_spec, server_connection_count, lambda b: _sync_use(b, lock_name), closing=False)
-
-    def test_backends_used_in_a_with_block_close_their_connections(
-        self, backend_spec: BackendSpec, server_connection_count: Count, lock_name: str, without_cyclic_gc: None
-    ) -> None:
-        self._cycles(backend_spec, server_connection_count, lambda b: _sync_use(b, lock_name), closing=True)
-
-    def test_dropped_backends_used_through_asyncio_close_their_connections_at_once(
-        self, backend_spec: BackendSpec, server_connection_count: Count, lock_name: str, without_cyclic_gc: None
-    ) -> None:
-        self._cycles(backend_spec, server_connection_count, lambda b: _async_use(b, lock_name), closing=False)
-
-    def test_backends_used_through_asyncio_in_a_with_block_close_their_connections(
-        self, backend_spec: BackendSpec, server_connection_count: Count, lock_name: str, without_cyclic_gc: None
-    ) -> None:
-        self._cycles(backend_spec, server_connection_count, lambda b: _async_use(b, lock_name), closing=True)
+        """Dropped (``dropped_backends``) or used in a ``with`` block (``with_block``), through
+        ``lock`` or ``alock``: a backend's connections close when it goes."""
+        use = _USES[api]
+        self._cycles(backend_spec, server_connection_count, lambda b: use(b, lock_name), closing=closing)
 
     def test_the_end_of_a_with_block_closes_the_connections(
         self, backend_spec: BackendSpec, server_connection_count: Count, lock_name: str, without_cyclic_gc: None
@@ -79,7 +75,7 @@ class AbstractLifecycleTests(ContractBase):
         before = server_connection_count()
         with backend_spec.build(alias="contract-with") as backend:
             _sync_use(backend, lock_name)
-            _async_use(backend, lock_name)
+            alock_once(backend, lock_name)
         # Still referenced here: only __exit__ can have closed them.
         after = _settled(server_connection_count, before, self.lifecycle_settle)
         assert after == before, f"{after - before} connection(s) still open after the with block closed the backend"
@@ -163,7 +159,7 @@ def spec_warm_up(spec: BackendSpec, name: str) -> None:
     spec.run_setup()
     with spec.build(alias="contract-warm-up") as backend:
         _sync_use(backend, name)
-        _async_use(backend, name)
+        alock_once(backend, name)
     del backend
 
 
@@ -184,12 +180,18 @@ def _sync_use(backend: BaseLockBackend, name: str) -> None:
         assert held
 
 
-def _async_use(backend: BaseLockBackend, name: str) -> None:
+def alock_once(backend: BaseLockBackend, name: str) -> None:
+    """Holds ``name`` once through ``backend.alock``, in an event loop of its own."""
+
     async def main() -> None:
         async with backend.alock(name, timeout=5) as held:
             assert held
 
     asyncio.run(main())
+
+
+#: How the cycle cases use each backend: through ``lock`` or ``alock``.
+_USES: dict[str, Callable[[BaseLockBackend, str], None]] = {"lock": _sync_use, "alock": alock_once}
 
 
 def _freed(ref: weakref.ref[BaseLockBackend], within: float = 2.0) -> bool:

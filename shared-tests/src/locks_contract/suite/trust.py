@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-import os
-import signal
 import sys
 import threading
 import time
@@ -179,11 +177,15 @@ class AbstractHoldTrustTests(ContractBase):
         return _with_default_ttl(spec, self.lease_ttl) if _has_ttl(spec) else spec
 
     @requires(FORCE_RELEASE)
+    @pytest.mark.parametrize("api", ["lock", "alock"])
     def test_on_lost_is_called_when_the_lock_is_taken_away(
-        self, backend_spec: BackendSpec, other_backend: BaseLockBackend, lock_name: str
+        self, backend_spec: BackendSpec, other_backend: BaseLockBackend, lock_name: str, api: str
     ) -> None:
         lost = threading.Event()
         with self._quick_to_notice(backend_spec).build(alias="watched") as backend:
+            if api == "alock":
+                asyncio.run(self._async_on_lost_is_called(backend, other_backend, lock_name, lost))
+                return
             handle = backend.lock(lock_name, timeout=5, on_lost=lambda h: lost.set())
             assert handle.acquire()
             try:
@@ -194,26 +196,19 @@ class AbstractHoldTrustTests(ContractBase):
                 with pytest.raises(LockLost):
                     handle.release()
 
-    @requires(FORCE_RELEASE)
-    def test_async_on_lost_is_called_when_the_lock_is_taken_away(
-        self, backend_spec: BackendSpec, other_backend: BaseLockBackend, lock_name: str
+    async def _async_on_lost_is_called(
+        self, backend: BaseLockBackend, other_backend: BaseLockBackend, lock_name: str, lost: threading.Event
     ) -> None:
-        lost = threading.Event()
-
-        async def main(backend: BaseLockBackend) -> None:
-            handle = backend.alock(lock_name, timeout=5, on_lost=lambda h: lost.set())
-            assert await handle.acquire()
-            try:
-                assert other_backend.force_release(lock_name) >= 1
-                loop = asyncio.get_running_loop()
-                assert await loop.run_in_executor(None, lost.wait, self._lost_within(backend))
-                assert handle.lost
-            finally:
-                with pytest.raises(LockLost):
-                    await handle.release()
-
-        with self._quick_to_notice(backend_spec).build(alias="watched") as backend:
-            asyncio.run(main(backend))
+        handle = backend.alock(lock_name, timeout=5, on_lost=lambda h: lost.set())
+        assert await handle.acquire()
+        try:
+            assert other_backend.force_release(lock_name) >= 1
+            loop = asyncio.get_running_loop()
+            assert await loop.run_in_executor(None, lost.wait, self._lost_within(backend))
+            assert handle.lost
+        finally:
+            with pytest.raises(LockLost):
+                await handle.release()
 
     def test_on_lost_is_refused_where_nothing_could_call_it(self, backend: BaseLockBackend, lock_name: str) -> None:
         if WATCHDOG in backend.capabilities or TTL in backend.capabilities:
@@ -227,31 +222,28 @@ class AbstractHoldTrustTests(ContractBase):
 
     # -- the default lease: short, renewed while held --------------------------------------
     @requires(TTL)
+    @pytest.mark.parametrize("api", ["lock", "alock"])
     def test_the_default_lease_is_renewed_for_as_long_as_the_lock_is_held(
-        self, backend_spec: BackendSpec, lock_name: str
+        self, backend_spec: BackendSpec, lock_name: str, api: str
     ) -> None:
         spec = _with_default_ttl(backend_spec, self.lease_ttl)
         with spec.build(alias="short-default") as backend, spec.build(alias="other") as other:
+            if api == "alock":
+                asyncio.run(self._async_default_lease_is_renewed(backend, other, lock_name))
+                return
             with backend.lock(lock_name, timeout=5) as held:
                 time.sleep(self.lease_ttl * 2)
                 assert _held_elsewhere(other, lock_name), "a live holder lost its default lease"
                 assert not held.lost
 
-    @requires(TTL)
-    def test_async_default_lease_is_renewed_for_as_long_as_the_lock_is_held(
-        self, backend_spec: BackendSpec, lock_name: str
+    async def _async_default_lease_is_renewed(
+        self, backend: BaseLockBackend, other: BaseLockBackend, lock_name: str
     ) -> None:
-        spec = _with_default_ttl(backend_spec, self.lease_ttl)
-
-        async def main(backend: BaseLockBackend, other: BaseLockBackend) -> None:
-            async with backend.alock(lock_name, timeout=5) as held:
-                await asyncio.sleep(self.lease_ttl * 2)
-                loop = asyncio.get_running_loop()
-                assert await loop.run_in_executor(None, _held_elsewhere, other, lock_name)
-                assert not held.lost
-
-        with spec.build(alias="short-default") as backend, spec.build(alias="other") as other:
-            asyncio.run(main(backend, other))
+        async with backend.alock(lock_name, timeout=5) as held:
+            await asyncio.sleep(self.lease_ttl * 2)
+            loop = asyncio.get_running_loop()
+            assert await loop.run_in_executor(None, _held_elsewhere, other, lock_name)
+            assert not held.lost
 
     @across_processes
     @requires(TTL)
@@ -260,17 +252,9 @@ class AbstractHoldTrustTests(ContractBase):
     ) -> None:
         lease = self.lease_ttl * 2
         spec = _with_default_ttl(backend_spec, lease)
-        ready = _spawn.Event()
-        process = _spawn.Process(target=workers.hold_until_killed, args=(spec, lock_name, None, ready), daemon=True)
-        process.start()
-        try:
-            assert ready.wait(60), "the holder process never took the lock"
+        with workers.killed_at_exit(workers.hold_until_killed, spec, lock_name, None):
             time.sleep(lease * 1.25)  # renewed meanwhile: still held past its first lease
             assert _held_elsewhere(backend, lock_name), "the live holder lost its renewed default lease"
-        finally:
-            assert process.pid is not None
-            os.kill(process.pid, signal.SIGKILL)
-            process.join(10)
         killed = time.monotonic()
         handle = backend.lock(lock_name)
         limit = lease + self.recovery_slack

@@ -21,15 +21,29 @@ from __future__ import annotations
 
 from locks.bench.report import Result, percentile, ratios, render_svg, render_table, to_json
 from locks.bench.runner import Bench, BenchConfig
-from locks.bench.subjects import PEERS_GROUP, BackendLocks, backend_subject, setup_django, subjects_for
+from locks.bench.subjects import (
+    PEERS_GROUP,
+    BackendLocks,
+    EnteredLocks,
+    KeptLocks,
+    backend_subject,
+    close_django_connections,
+    configure_django,
+    setup_django,
+    subjects_for,
+)
 
 __all__ = [
     "PEERS_GROUP",
     "BackendLocks",
     "Bench",
     "BenchConfig",
+    "EnteredLocks",
+    "KeptLocks",
     "Result",
     "backend_subject",
+    "close_django_connections",
+    "configure_django",
     "percentile",
     "ratios",
     "render_svg",

@@ -24,23 +24,64 @@ PEERS_GROUP = "locks.bench_peers"
 logger = logging.getLogger("locks.bench")
 
 
-class BackendLocks:
+class KeptLocks:
+    """A bench peer (``acquire(name)``, ``release(name)``) over lock objects that are built once
+    per name by :meth:`new`, kept, and acquired and released again and again."""
+
+    def __init__(self) -> None:
+        self.locks: dict[str, Any] = {}
+
+    def new(self, name: str) -> Any:
+        """The lock object for ``name``, with ``acquire()`` and ``release()``."""
+        raise NotImplementedError
+
+    def acquire(self, name: str) -> None:
+        lock = self.locks.get(name)
+        if lock is None:
+            lock = self.locks[name] = self.new(name)
+        lock.acquire()
+
+    def release(self, name: str) -> None:
+        self.locks[name].release()
+
+    def close(self) -> None:
+        pass
+
+
+class EnteredLocks:
+    """A bench peer over context managers: :meth:`new` builds one for each acquisition, it is
+    entered to acquire and exited to release."""
+
+    def __init__(self) -> None:
+        self.held: dict[str, Any] = {}
+
+    def new(self, name: str) -> Any:
+        """A fresh context manager that holds ``name`` while entered."""
+        raise NotImplementedError
+
+    def acquire(self, name: str) -> None:
+        context = self.new(name)
+        context.__enter__()
+        self.held[name] = context
+
+    def release(self, name: str) -> None:
+        self.held.pop(name).__exit__(None, None, None)
+
+    def close(self) -> None:
+        pass
+
+
+class BackendLocks(KeptLocks):
     """Adapts a locks backend to the bench protocol (``acquire(name)``, ``release(name)``): one
     handle per name, reused, as an application holding a ``locks.lock(...)`` object does."""
 
     def __init__(self, spec: BackendSpec) -> None:
+        super().__init__()
         spec.run_setup()
         self.backend = spec.build(alias="bench")
-        self.handles: dict[str, Any] = {}
 
-    def acquire(self, name: str) -> None:
-        handle = self.handles.get(name)
-        if handle is None:
-            handle = self.handles[name] = self.backend.lock(name)
-        handle.acquire()
-
-    def release(self, name: str) -> None:
-        self.handles[name].release()
+    def new(self, name: str) -> Any:
+        return self.backend.lock(name)
 
     def close(self) -> None:
         self.backend.close()
@@ -60,6 +101,24 @@ def setup_django() -> None:
     if not settings.configured and not os.environ.get("DJANGO_SETTINGS_MODULE"):
         settings.configure()
     django.setup()
+
+
+def configure_django(**settings_kwargs: Any) -> None:
+    """Configures Django with these settings and sets it up, unless settings are configured
+    already (peers built on Django models or caches call it in their worker)."""
+    import django
+    from django.conf import settings
+
+    if not settings.configured:
+        settings.configure(**settings_kwargs)
+        django.setup()
+
+
+def close_django_connections() -> None:
+    """Closes every Django database connection of this worker."""
+    from django.db import connections
+
+    connections.close_all()
 
 
 def subjects_for(backend: BaseLockBackend, label: str | None = None, peers: bool = True) -> list[BenchSubject]:

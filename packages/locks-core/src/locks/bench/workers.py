@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from locks.backends.spec import BenchSubject
@@ -72,43 +73,48 @@ def contended_worker(subject: BenchSubject, name: str, conn: Any) -> None:
 def handoff_holder(
     subject: BenchSubject, name: str, rounds: int, settle: float, barrier: Any, held: Any, out: Any
 ) -> None:
-    try:
-        impl = subject.open()
-        try:
-            released_at = []
-            for _ in range(rounds):
-                barrier.wait(timeout=120)
-                impl.acquire(name)
-                held.set()
-                time.sleep(settle)  # the waiter is now blocked in acquire()
-                stamp = time.monotonic()
-                impl.release(name)
-                released_at.append(stamp)
-        finally:
-            close(impl)
-        out.put(("ok", released_at))
-    except BaseException as exc:  # noqa: BLE001
-        barrier.abort()
-        out.put(("error", f"{type(exc).__name__}: {exc}"))
+    def run(impl: Any) -> list[float]:
+        released_at = []
+        for _ in range(rounds):
+            barrier.wait(timeout=120)
+            impl.acquire(name)
+            held.set()
+            time.sleep(settle)  # the waiter is now blocked in acquire()
+            stamp = time.monotonic()
+            impl.release(name)
+            released_at.append(stamp)
+        return released_at
+
+    _handoff_side(subject, run, barrier, out)
 
 
 def handoff_waiter(subject: BenchSubject, name: str, rounds: int, barrier: Any, held: Any, out: Any) -> None:
+    def run(impl: Any) -> list[float]:
+        acquired_at = []
+        for _ in range(rounds):
+            barrier.wait(timeout=120)
+            if not held.wait(timeout=120):
+                raise TimeoutError("the holder never took the lock")
+            held.clear()
+            impl.acquire(name)
+            acquired_at.append(time.monotonic())
+            impl.release(name)
+        return acquired_at
+
+    _handoff_side(subject, run, barrier, out)
+
+
+def _handoff_side(subject: BenchSubject, run: Callable[[Any], list[float]], barrier: Any, out: Any) -> None:
+    """Runs ``run`` on the opened subject and puts ``("ok", its stamps)`` on ``out``, or on any
+    error aborts the barrier (so the other side stops waiting) and puts ``("error", what)``."""
     try:
         impl = subject.open()
         try:
-            acquired_at = []
-            for _ in range(rounds):
-                barrier.wait(timeout=120)
-                if not held.wait(timeout=120):
-                    raise TimeoutError("the holder never took the lock")
-                held.clear()
-                impl.acquire(name)
-                acquired_at.append(time.monotonic())
-                impl.release(name)
+            stamps = run(impl)
         finally:
             close(impl)
-        out.put(("ok", acquired_at))
-    except BaseException as exc:  # noqa: BLE001
+        out.put(("ok", stamps))
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent
         barrier.abort()
         out.put(("error", f"{type(exc).__name__}: {exc}"))
 
