@@ -20,19 +20,28 @@ else raises :class:`~locks.exceptions.NotSupported`.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
-import socket
 import threading
 import time
-import uuid
 import weakref
 from collections.abc import Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import parse_qsl, urlsplit
 
+from locks.backends.capabilities import (
+    ASYNC_NATIVE,
+    CAPABILITIES,
+    FENCING,
+    FORCE_RELEASE,
+    LISTING,
+    NOTIFY,
+    SESSION_BOUND,
+    SHARED,
+    TTL,
+    WATCHDOG,
+)
+from locks.backends.holds import Hold, HolderInfo, LockRequest, Owner
 from locks.backends.options import COMMON_OPTIONS, Option, parse_options
 from locks.backends.spec import BackendSpec
 from locks.deadline import Deadline
@@ -41,44 +50,34 @@ from locks.forking import BACKENDS, on_fork_in_child
 from locks.keys import TEXT, Key, KeySpec, LockName, make_key, validate_name
 from locks.registry import HoldRegistry
 
+# The capabilities and the request/hold types live in modules of their own; they are named here
+# too, where backends have always imported them from.
+__all__ = [
+    "ASYNC_NATIVE",
+    "CAPABILITIES",
+    "DEFAULT_LEASE",
+    "FENCING",
+    "FORCE_RELEASE",
+    "LISTING",
+    "NOTIFY",
+    "SESSION_BOUND",
+    "SHARED",
+    "TTL",
+    "WATCHDOG",
+    "BaseLockBackend",
+    "Hold",
+    "HolderInfo",
+    "LockRequest",
+    "Owner",
+    "all_backends",
+]
+
 if TYPE_CHECKING:
     from typing_extensions import Self
 
     from locks.aio import AsyncLock
     from locks.handle import Lock
 
-#: Leases that expire unless renewed: ``ttl``, ``extend()``, ``auto_renew``.
-TTL = "ttl"
-#: Shared (read) locks: ``shared=True``.
-SHARED = "shared"
-#: Fencing tokens: ``lock.token`` grows with every acquisition of a name.
-FENCING = "fencing"
-#: ``backend.holders()`` and ``locks list``.
-LISTING = "listing"
-#: ``backend.force_release(name)`` and ``locks release`` on a lock a live holder has.
-FORCE_RELEASE = "force_release"
-#: Released by the server at once when the holder's process or connection dies.
-SESSION_BOUND = "session_bound"
-#: A blocked waiter is woken by the release instead of polling.
-NOTIFY = "notify"
-#: ``check()`` can tell that a held lock was lost (the keeper's watchdog uses it).
-WATCHDOG = "watchdog"
-#: The async API runs on the event loop without threads.
-ASYNC_NATIVE = "async_native"
-
-CAPABILITIES: dict[str, str] = {
-    TTL: "leases that expire unless renewed (ttl, extend, auto_renew)",
-    SHARED: "shared (read) locks",
-    FENCING: "fencing tokens that grow with each acquisition",
-    LISTING: "listing held locks",
-    FORCE_RELEASE: "force-releasing a lock that a live holder has",
-    SESSION_BOUND: "released at once when the holder dies",
-    NOTIFY: "waiters woken by the release, no polling",
-    WATCHDOG: "detecting a lost lock while it is held",
-    ASYNC_NATIVE: "asyncio without threads",
-}
-
-_HOST = socket.gethostname()
 #: How many name → key mappings a backend remembers (:meth:`BaseLockBackend.key_of`).
 _KEYS_REMEMBERED = 4096
 _Lock: type[Lock] | None = None
@@ -93,89 +92,6 @@ DEFAULT_LEASE = 10.0
 def all_backends() -> list[BaseLockBackend]:
     """Every backend object alive in this process (a snapshot)."""
     return list(_all_backends)
-
-
-@dataclass(frozen=True)
-class Owner:
-    """Who asks for a lock: shown in listings, stored by backends that keep holder details."""
-
-    host: str
-    pid: int
-    thread: str
-    id: str = field(default_factory=lambda: uuid.uuid4().hex)
-
-    @classmethod
-    def current(cls) -> Owner:
-        task = None
-        try:
-            task = asyncio.current_task()
-        except RuntimeError:
-            pass
-        where = task.get_name() if task is not None else threading.current_thread().name
-        return cls(host=_HOST, pid=os.getpid(), thread=where)
-
-    def __str__(self) -> str:
-        return f"{self.host}:{self.pid}:{self.thread}"
-
-
-class LockRequest:
-    """One acquisition that the core asks a backend for (plain slots: it is on the hot path)."""
-
-    __slots__ = ("key", "name", "owner", "shared", "ttl")
-
-    def __init__(self, name: LockName, key: Key, shared: bool, ttl: float | None, owner: Owner) -> None:
-        self.name = name
-        self.key = key
-        self.shared = shared
-        self.ttl = ttl
-        self.owner = owner
-
-    def __repr__(self) -> str:
-        return f"LockRequest({self.name!r}, key={self.key!r}, shared={self.shared}, ttl={self.ttl}, owner={self.owner})"
-
-
-class Hold:
-    """One server-side acquisition: what ``release``/``extend``/``check`` act on.
-
-    ``data`` is the backend's own (a file descriptor, a connection, a random token); ``token`` is
-    the fencing token where the backend has them.
-    """
-
-    __slots__ = ("acquired_at", "data", "request", "token")
-
-    def __init__(self, request: LockRequest, data: Any = None, token: int | None = None) -> None:
-        self.request = request
-        self.data = data
-        self.token = token
-        self.acquired_at = time.monotonic()
-
-    @property
-    def key(self) -> Key:
-        return self.request.key
-
-    @property
-    def name(self) -> LockName:
-        return self.request.name
-
-    def __repr__(self) -> str:
-        return f"Hold({self.request.name!r}, token={self.token})"
-
-
-@dataclass(frozen=True)
-class HolderInfo:
-    """One held lock as ``holders()`` lists it. Unknown fields are ``None``."""
-
-    key: Key
-    name: str | None = None
-    shared: bool = False
-    owner: str | None = None
-    pid: int | None = None
-    host: str | None = None
-    since: float | None = None  # Unix time
-    expires_at: float | None = None  # Unix time, leases only
-    token: int | None = None
-    waiting: int | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _default_executor() -> ThreadPoolExecutor:
