@@ -51,7 +51,8 @@ class Option:
         type: ``bool``, ``int``, ``float``, :class:`Seconds` or ``str``.
         default: the value when not given (``None``: not set).
         doc: one line for the settings page.
-        minimum, maximum: bounds of a number (inclusive).
+        minimum: the lower bound of a number (inclusive).
+        maximum: the upper bound of a number (inclusive).
         choices: the allowed values of a ``str`` option (compared lower-cased).
         check: further validation of the converted value: returns the value to use (possibly
             changed) or raises ``ValueError`` saying what is wrong.
