@@ -29,19 +29,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import parse_qsl, urlsplit
 
-from locks.backends.capabilities import (
-    ASYNC_NATIVE,
-    CAPABILITIES,
-    FENCING,
-    FORCE_RELEASE,
-    LISTING,
-    NOTIFY,
-    SESSION_BOUND,
-    SHARED,
-    TTL,
-    WATCHDOG,
-)
-from locks.backends.holds import Hold, HolderInfo, LockRequest, Owner
+from locks.backends.capabilities import *  # noqa: F403 - backends have always imported them from here
+from locks.backends.capabilities import CAPABILITIES, FORCE_RELEASE, LISTING, TTL
+from locks.backends.holds import *  # noqa: F403 - as above
+from locks.backends.holds import Hold, HolderInfo, LockRequest
 from locks.backends.options import COMMON_OPTIONS, Option, parse_options
 from locks.backends.spec import BackendSpec
 from locks.deadline import Deadline
@@ -49,28 +40,6 @@ from locks.exceptions import NotSupported
 from locks.forking import BACKENDS, on_fork_in_child
 from locks.keys import TEXT, Key, KeySpec, LockName, make_key, validate_name
 from locks.registry import HoldRegistry
-
-# The capabilities and the request/hold types live in modules of their own; they are named here
-# too, where backends have always imported them from.
-__all__ = [
-    "ASYNC_NATIVE",
-    "CAPABILITIES",
-    "DEFAULT_LEASE",
-    "FENCING",
-    "FORCE_RELEASE",
-    "LISTING",
-    "NOTIFY",
-    "SESSION_BOUND",
-    "SHARED",
-    "TTL",
-    "WATCHDOG",
-    "BaseLockBackend",
-    "Hold",
-    "HolderInfo",
-    "LockRequest",
-    "Owner",
-    "all_backends",
-]
 
 if TYPE_CHECKING:
     from typing_extensions import Self
